@@ -1,0 +1,54 @@
+"""The ``ica-hub`` command: a thin layer that parses, calls the library, and reports.
+
+Each command group lives beside the code it drives and exposes ``register(subparsers)``; this
+module only collects them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+# Modules that add sub-commands, in the order they appear in ``ica-hub --help``.
+_COMMAND_MODULES = (
+    "ica_hub.demo",
+    "ica_hub.scoring.cli",
+    "ica_hub.training.cli",
+    "ica_hub.evaluation.cli",
+    "ica_hub.hub.cli",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ica-hub",
+        description="ICA scores and example weights for fine-tuning data.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for module_name in _COMMAND_MODULES:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as error:
+            if error.name != module_name:  # a real missing dependency, not an absent group
+                raise
+            continue
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
