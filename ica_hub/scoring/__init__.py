@@ -1,0 +1,5 @@
+"""Scorers for ``dataset.map(scorer, batched=True)``: ICA and the baselines it is judged against."""
+
+from ica_hub.scoring.ica import ICAScorer
+
+__all__ = ["ICAScorer"]
