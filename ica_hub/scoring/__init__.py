@@ -1,5 +1,6 @@
 """Scorers for ``dataset.map(scorer, batched=True)``: ICA and the baselines it is judged against."""
 
+from ica_hub.scoring.baselines import LikelihoodScorer, RhoLossScorer
 from ica_hub.scoring.ica import ICAScorer
 
-__all__ = ["ICAScorer"]
+__all__ = ["ICAScorer", "LikelihoodScorer", "RhoLossScorer"]
