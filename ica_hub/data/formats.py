@@ -89,7 +89,7 @@ def parse_row(row: dict[str, Any], fmt: RowFormat) -> ParsedRow | RowProblem:
         if fmt is RowFormat.MESSAGES:
             messages = _messages(row.get("messages"), "messages")
             if messages[-1]["role"] != "assistant":
-                raise _Bad("messages: the last turn must be the assistant's response")
+                raise _Bad("bad_field: messages must end with the assistant's response")
             prompt, responses = messages[:-1], (messages[-1]["content"],)
         else:
             prompt = _prompt(row.get("prompt"))

@@ -1,0 +1,60 @@
+"""Prefix reuse is an optimisation only: it must give the naive method's numbers."""
+
+import numpy as np
+import torch
+
+from ica_hub.scoring.engine import LogProbEngine, ScoringItem
+
+
+def _ids(tokenizer, text):
+    return tuple(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def _items(tokenizer):
+    lead = _ids(tokenizer, "<|im_start|>user\nExamples follow.\n\n")
+    demos = [_ids(tokenizer, f"Question: what is {i}+{i}?\nAnswer: {2 * i}\n\n") for i in range(4)]
+    items = []
+    for n, (question, answer) in enumerate([("What is 3+3?", "6"),
+                                            ("Capital of Spain?", "Madrid, in the centre."),
+                                            ("Tell a joke.", "A chicken crossed a road.")]):
+        suffix = _ids(tokenizer, f"Now: {question}<|im_end|>\n<|im_start|>assistant\n")
+        response = _ids(tokenizer, answer)
+        items += [ScoringItem((lead, demos[0], demos[n + 1]), suffix, response),
+                  ScoringItem((lead, demos[0]), suffix, response),
+                  ScoringItem((), suffix, response)]
+    return items
+
+
+def test_prefix_reuse_equals_running_each_sequence_in_full(tokenizer, tiny_model):
+    items = _items(tokenizer)
+    reused, counts = LogProbEngine(tiny_model, reuse_prefix=True).response_logps(items)
+    naive, _ = LogProbEngine(tiny_model, reuse_prefix=False).response_logps(items)
+    np.testing.assert_allclose(reused, naive, atol=1e-3 * counts.max())
+    np.testing.assert_allclose(reused / counts, naive / counts, atol=1e-3)
+
+
+def test_matches_a_plain_forward_pass(tokenizer, tiny_model):
+    item = _items(tokenizer)[0]
+    ids = torch.tensor([sum(item.prefix, ()) + item.suffix + item.response])
+    with torch.no_grad():
+        logps = torch.log_softmax(tiny_model(ids).logits.float(), -1)[0]
+    start = ids.shape[1] - len(item.response)
+    expected = sum(logps[start - 1 + j, t].item() for j, t in enumerate(item.response))
+    (got,), _ = LogProbEngine(tiny_model).response_logps([item])
+    assert abs(got - expected) < 1e-3
+
+
+def test_batching_does_not_change_results(tokenizer, tiny_model):
+    items = _items(tokenizer)
+    one_at_a_time, _ = LogProbEngine(tiny_model, max_tokens_per_batch=1).response_logps(items)
+    batched, _ = LogProbEngine(tiny_model, max_tokens_per_batch=10_000).response_logps(items)
+    np.testing.assert_allclose(one_at_a_time, batched, atol=1e-3)
+
+
+def test_shared_prefixes_are_encoded_once(tokenizer, tiny_model):
+    items = _items(tokenizer)
+    reused = LogProbEngine(tiny_model, reuse_prefix=True)
+    naive = LogProbEngine(tiny_model, reuse_prefix=False)
+    reused.response_logps(items)
+    naive.response_logps(items)
+    assert reused.forward_tokens < 0.7 * naive.forward_tokens
