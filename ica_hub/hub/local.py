@@ -14,12 +14,14 @@ processes) and the imported constants (for this process).
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import socket
 import threading
 import time
 from pathlib import Path
+from typing import Iterator
 
 from ica_hub.hub.auth import ensure_write_token
 
@@ -83,6 +85,44 @@ _ENV_KEYS = ("HF_ENDPOINT", "HF_HUB_DISABLE_XET", "HF_HUB_DISABLE_TELEMETRY", "H
 _HF_CONSTANTS = ("ENDPOINT", "HUGGINGFACE_CO_URL_TEMPLATE", "HF_HUB_DISABLE_XET",
                  "HF_HUB_DISABLE_TELEMETRY")
 _DATASETS_CONFIG = ("HF_ENDPOINT", "HUB_DATASETS_URL", "USE_PARQUET_EXPORT")
+
+
+SERVER_ID_ROUTE = "/api/ica-hub"
+
+
+@functools.lru_cache(maxsize=16)
+def is_local_hub(endpoint: str) -> bool:
+    """Whether ``endpoint`` is an ica_hub server (it answers ``SERVER_ID_ROUTE``)."""
+    from huggingface_hub.utils import get_session
+
+    try:
+        response = get_session().get(endpoint.rstrip("/") + SERVER_ID_ROUTE, timeout=5)
+        return response.status_code == 200 and response.json().get("server") == "ica_hub"
+    except Exception:  # any network or parsing failure means "not ours"
+        return False
+
+
+@contextlib.contextmanager
+def hub_settings(endpoint: str | None, token: str | None = None) -> Iterator[None]:
+    """Make the clients talk to ``endpoint`` (None: the configured one) for the ``with`` body.
+
+    Nothing changes when ``endpoint`` is already the configured one, except that Xet is switched
+    off for good if that endpoint is a local Hub. Switching to another endpoint patches
+    process-wide settings and puts them back afterwards: do not switch from several threads.
+    """
+    import huggingface_hub.constants as hf_constants
+
+    current = hf_constants.ENDPOINT
+    if endpoint is None or endpoint.rstrip("/") == current:
+        if not hf_constants.HF_HUB_DISABLE_XET and is_local_hub(current):
+            use_hub(current)
+        yield
+        return
+    previous = use_hub(endpoint)
+    try:
+        yield
+    finally:
+        restore_hub_settings(previous)
 
 
 class LocalHub:

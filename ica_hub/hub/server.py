@@ -32,7 +32,9 @@ import yaml
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
+from ica_hub import __version__
 from ica_hub.hub.auth import load_tokens
+from ica_hub.hub.local import SERVER_ID_ROUTE
 from ica_hub.hub.storage import (
     LFS_MIN_SIZE_BYTES,
     LFS_SUFFIXES,
@@ -55,7 +57,7 @@ def _error_response(error: HubError) -> JSONResponse:
     headers = {"X-Error-Message": error.message.replace("\n", " ")}
     if error.error_code:
         headers["X-Error-Code"] = error.error_code
-    return JSONResponse({"error": error.message}, status_code=error.status, headers=headers)
+    return JSONResponse({**error.extra, "error": error.message}, status_code=error.status, headers=headers)
 
 
 def _raw_segments(request: Request) -> list[str]:
@@ -194,8 +196,13 @@ class HubApp:
                                 "pass repo_type='dataset'.")
         repo_id = f"{body.get('organization') or user}/{body['name']}"
         private = body.get("visibility") == "private" or bool(body.get("private"))
-        self.store.create_repo(repo_id, private=private, author=user)
-        return {"url": f"{request.base_url}datasets/{repo_id}", "name": repo_id, "id": repo_id}
+        url = f"{request.base_url}datasets/{repo_id}"
+        try:
+            self.store.create_repo(repo_id, private=private, author=user)
+        except HubError as error:
+            error.extra["url"] = url  # the client reads it when create_repo(exist_ok=True)
+            raise
+        return {"url": url, "name": repo_id, "id": repo_id}
 
     def delete_repo(self, request: Request, body: dict) -> dict:
         user = self._require_write(request)
@@ -500,6 +507,10 @@ def create_app(root: str) -> FastAPI:
     @app.exception_handler(KeyError)
     async def _missing_key(request: Request, error: KeyError):
         return _error_response(HubError(400, f"Request body misses the field {error}."))
+
+    @app.get(SERVER_ID_ROUTE)
+    async def server_id():
+        return {"server": "ica_hub", "version": __version__}
 
     @app.get("/api/whoami-v2")
     async def whoami(request: Request):

@@ -56,11 +56,13 @@ _COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
 class HubError(Exception):
     """An error the server reports to the client: HTTP status, Hub error code, message."""
 
-    def __init__(self, status: int, message: str, error_code: str | None = None):
+    def __init__(self, status: int, message: str, error_code: str | None = None,
+                 extra: dict | None = None):
         super().__init__(message)
         self.status = status
         self.message = message
         self.error_code = error_code
+        self.extra = extra or {}  # more fields of the JSON body
 
 
 def repo_not_found(repo_id: str) -> HubError:
