@@ -85,12 +85,12 @@ def check_repo_path(path: str) -> str:
         or path.startswith("/")
         or "\\" in path
         or "\x00" in path
-        or any(part in ("", ".", "..") for part in parts)
+        or any(part in ("", ".", "..", ".git") for part in parts)
     ):
         raise HubError(
             400,
             f"Invalid path {path!r}: paths are relative, use '/' between non-empty parts, and "
-            "may not contain '.', '..', a backslash or a NUL byte.",
+            "may not contain '.', '..', '.git', a backslash or a NUL byte.",
         )
     return path
 
