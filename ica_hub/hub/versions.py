@@ -94,19 +94,31 @@ def content_hash(data: Dataset | pa.Table) -> str:
     return digest.hexdigest()
 
 
-def version_tag(provenance: dict, content_hash_hex: str) -> str:
+def version_tag(provenance: dict, content_hash_hex: str, config_name: str = "default") -> str:
     """A git-ref-safe name saying what the version is, e.g.
     ``ica-v1_smollm2-135m-instruct_k3_step0_20261203T164500Z_1a2b3c4d``.
 
-    The content-hash suffix keeps two pushes made in the same second apart.
+    A config other than "default" is named after the model. The content-hash suffix keeps
+    different data pushed in the same second apart; ``unique_tag`` handles identical data.
     """
     model = str(provenance.get("model") or "model").rstrip("/").split("/")[-1]
     created = _parse_time(provenance.get("created_at")).strftime("%Y%m%dT%H%M%SZ")
-    parts = [
-        str(provenance.get("scorer") or "scores"), model, f"k{provenance.get('k')}",
-        f"step{provenance.get('training_step')}", created, content_hash_hex[:8],
-    ]
+    parts = [str(provenance.get("scorer") or "scores"), model]
+    if config_name != "default":
+        parts.append(config_name)
+    parts += [f"k{provenance.get('k')}", f"step{provenance.get('training_step')}", created,
+              content_hash_hex[:8]]
     return "_".join(_sanitize_ref_part(part) for part in parts)
+
+
+def unique_tag(api: HfApi, repo_id: str, tag: str) -> str:
+    """``tag``, or ``tag.2``, ``tag.3``... when identical data was pushed the same second."""
+    taken = {t.name for t in api.list_repo_refs(repo_id, repo_type="dataset").tags}
+    candidate, number = tag, 1
+    while candidate in taken:
+        number += 1
+        candidate = f"{tag}.{number}"
+    return candidate
 
 
 def _sanitize_ref_part(text: str) -> str:
@@ -197,7 +209,7 @@ def push_scored(
         repo_id = api.create_repo(repo_id, repo_type="dataset", private=private,
                                   exist_ok=True).repo_id
         expected_hash = content_hash(dataset)
-        tag = version_tag(provenance, expected_hash)
+        tag = unique_tag(api, repo_id, version_tag(provenance, expected_hash, config_name))
         data_dir = config_name if config_name != "default" else "data"
         with tempfile.TemporaryDirectory(prefix="ica_hub_push_") as tmp:
             shards = _write_shards(dataset, Path(tmp), data_dir, split)

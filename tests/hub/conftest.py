@@ -17,6 +17,7 @@ import re
 import datasets
 import datasets.config
 import huggingface_hub.constants as hf_constants
+import huggingface_hub.utils
 import pytest
 from ica_hub.hub.local import LocalHub, restore_hub_settings, use_hub
 
@@ -31,6 +32,7 @@ def hub(tmp_path_factory):
     hf_constants.HF_HUB_CACHE = str(caches / "hub")
     datasets.config.HF_DATASETS_CACHE = caches / "datasets"
     datasets.disable_progress_bars()
+    huggingface_hub.utils.disable_progress_bars()
     with LocalHub(tmp_path_factory.mktemp("hub-root")) as server:
         previous = use_hub(server.endpoint, server.token)
         yield server

@@ -1,0 +1,195 @@
+"""Scored versions: push, tag, index, card merge, defaults, races, integrity, restart."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+from datasets import load_dataset
+from huggingface_hub import DatasetCard, HfApi
+
+from ica_hub.hub import card as card_lib
+from ica_hub.hub import versions
+from ica_hub.hub.local import LocalHub, restore_hub_settings, use_hub
+from ica_hub.hub.versions import (
+    VersionIntegrityError,
+    content_hash,
+    load_scored,
+    push_scored,
+    read_index,
+    version_tag,
+)
+
+from .helpers import provenance, scored_rows
+
+
+def _card_at(repo_id: str, revision: str) -> DatasetCard:
+    path = HfApi().hf_hub_download(repo_id, "README.md", repo_type="dataset", revision=revision)
+    return DatasetCard.load(path)
+
+
+def test_each_version_loads_its_own_rows_by_tag(repo_id):
+    first = push_scored(scored_rows(4, tag="one"), repo_id, provenance(training_step=0))
+    second = push_scored(scored_rows(3, tag="two"), repo_id, provenance(training_step=100))
+    assert first.tag != second.tag and first.commit != second.commit
+    assert load_scored(repo_id, first.tag)["example_id"] == [f"one-{i}" for i in range(4)]
+    assert load_dataset(repo_id, split="train", revision=second.tag)["example_id"] == [
+        f"two-{i}" for i in range(3)]
+    assert load_scored(repo_id)["example_id"] == [f"two-{i}" for i in range(3)]  # newest
+    index = read_index(repo_id)["versions"]
+    assert [(v["tag"], v["commit"], v["num_rows"]) for v in index] == [
+        (first.tag, first.commit, 4), (second.tag, second.commit, 3)]
+    assert index[1]["provenance"]["training_step"] == 100
+    assert index[1]["content_hash"] == content_hash(scored_rows(3, tag="two"))
+    tags = {t.name: t.target_commit for t in HfApi().list_repo_refs(
+        repo_id, repo_type="dataset").tags}
+    assert tags == {first.tag: first.commit, second.tag: second.commit}
+
+
+def test_fewer_rows_replace_the_split_and_the_card_sizes(repo_id):
+    push_scored(scored_rows(5), repo_id, provenance())
+    smaller = push_scored(scored_rows(4, offset=20), repo_id, provenance())
+    assert load_dataset(repo_id, split="train").num_rows == 4
+    assert load_scored(repo_id, smaller.tag).num_rows == 4
+    card = _card_at(repo_id, smaller.tag)
+    assert card_lib.split_sizes(card.data, "default") == {"train": 4}
+    assert smaller.splits == {"train": 4}
+    # the same through plain push_to_hub, which the card code must not disturb
+    scored_rows(5).push_to_hub(repo_id + "-plain")
+    scored_rows(4).push_to_hub(repo_id + "-plain")
+    assert load_dataset(repo_id + "-plain", split="train").num_rows == 4
+
+
+def test_card_merge_keeps_what_push_to_hub_wrote(repo_id):
+    scored_rows(3, tag="plain").push_to_hub(repo_id)
+    before = _card_at(repo_id, "main").data.to_dict()
+    version = push_scored(scored_rows(2, tag="ica"), repo_id, provenance(),
+                          config_name="scored")
+    card = _card_at(repo_id, version.tag)
+    configs = {c["config_name"]: c for c in card.data.to_dict()["configs"]}
+    assert configs["default"] == before["configs"][0]  # untouched, still the default
+    assert configs["scored"]["data_files"] == [{"split": "train", "path": "scored/train-*"}]
+    assert card_lib.split_sizes(card.data, "default") == {"train": 3}
+    assert load_dataset(repo_id, split="train")["example_id"] == ["plain-0", "plain-1", "plain-2"]
+    assert load_dataset(repo_id, "scored", split="train").num_rows == 2
+    text = card.content
+    assert "## Provenance" in text and "| model | HuggingFaceTB/SmolLM2-135M-Instruct |" in text
+    assert "images/scored-train-ica_score.png" in text
+    assert f'revision="{version.tag}"' in text
+    png = HfApi().hf_hub_download(repo_id, "images/scored-train-ica_score.png",
+                                  repo_type="dataset", revision=version.tag)
+    with open(png, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    # pushing again rewrites the generated block, not the text around it
+    assert text.count(card_lib.BLOCK_BEGIN) == 1
+
+
+def test_configs_made_default_in_turn_leave_exactly_one_default(repo_id):
+    for config_name in ("alpha", "beta", "alpha"):
+        rows = scored_rows(2, tag=config_name)
+        push_scored(rows, repo_id, provenance(), config_name=config_name, make_default=True)
+        card = _card_at(repo_id, "main")
+        defaults = [c["config_name"] for c in card.data.to_dict()["configs"] if c.get("default")]
+        assert defaults == [config_name]
+        assert load_dataset(repo_id, split="train")["example_id"] == rows["example_id"]
+    push_scored(scored_rows(2, tag="gamma"), repo_id, provenance(), config_name="gamma")
+    assert card_lib.default_config(_card_at(repo_id, "main").data) == "alpha"  # None keeps it
+
+
+def test_a_named_default_config_cannot_be_outranked(repo_id):
+    push_scored(scored_rows(2), repo_id, provenance())
+    with pytest.raises(ValueError, match="config named 'default'"):
+        push_scored(scored_rows(2), repo_id, provenance(), config_name="other",
+                    make_default=True)
+
+
+def test_two_clients_pushing_at_once_both_get_their_own_version(repo_id):
+    HfApi().create_repo(repo_id, repo_type="dataset")
+    results: dict[str, object] = {}
+
+    def push(name: str) -> None:
+        try:
+            results[name] = push_scored(scored_rows(3, tag=name), repo_id,
+                                        provenance(scorer=f"ica/{name}"), config_name=name)
+        except Exception as error:  # reported below with its type
+            results[name] = error
+
+    threads = [threading.Thread(target=push, args=(name,)) for name in ("left", "right")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert all(isinstance(r, versions.ScoredVersion) for r in results.values()), results
+    for name, version in results.items():
+        loaded = load_scored(repo_id, version.tag, config_name=name)
+        assert loaded["example_id"] == [f"{name}-{i}" for i in range(3)]
+    assert {v["tag"] for v in read_index(repo_id)["versions"]} == {
+        r.tag for r in results.values()}
+    configs = _card_at(repo_id, "main").data.to_dict()["configs"]
+    assert sorted(c["config_name"] for c in configs) == ["left", "right"]
+
+
+def test_a_mismatched_read_back_raises_and_creates_no_tag(repo_id, monkeypatch):
+    real_load = versions.load_dataset
+    monkeypatch.setattr(versions, "load_dataset",
+                        lambda *args, **kwargs: real_load(*args, **kwargs).select([0, 1]))
+    with pytest.raises(VersionIntegrityError, match="2 rows read back, 3 pushed"):
+        push_scored(scored_rows(3), repo_id, provenance())
+    assert HfApi().list_repo_refs(repo_id, repo_type="dataset").tags == []
+    assert read_index(repo_id)["versions"] == []
+
+
+def test_data_survives_a_server_restart(tmp_path, hub):
+    previous = None
+    try:
+        with LocalHub(tmp_path / "root") as first:
+            previous = use_hub(first.endpoint, first.token)
+            version = push_scored(scored_rows(3), "local/restart", provenance())
+        with LocalHub(tmp_path / "root") as second:
+            assert second.token == first.token  # tokens.json survives too
+            use_hub(second.endpoint, second.token)
+            assert load_scored("local/restart", version.tag).num_rows == 3
+            assert read_index("local/restart")["versions"][0]["commit"] == version.commit
+    finally:
+        if previous is not None:
+            restore_hub_settings(previous)
+
+
+def test_bad_inputs_are_reported_all_at_once(repo_id):
+    incomplete = provenance()
+    del incomplete["model"], incomplete["k"]
+    incomplete["colour"] = "blue"
+    with pytest.raises(ValueError) as caught:
+        push_scored(scored_rows(2), repo_id, incomplete)
+    assert "['model', 'k']" in str(caught.value) and "['colour']" in str(caught.value)
+    rows = scored_rows(2).rename_column("example_id", "id")
+    with pytest.raises(ValueError, match="no 'example_id' column"):
+        push_scored(rows, repo_id, provenance(), split="bad-split")
+
+
+def test_version_tag_names_what_the_version_is():
+    # golden value: changing the tag format changes every future version name
+    tag = version_tag(provenance(training_step=250), "0123456789abcdef")
+    assert tag == "ica-v1_smollm2-135m-instruct_k3_step250_20261203T164500Z_01234567"
+
+
+def test_content_hash_ignores_row_order_but_not_values():
+    rows = scored_rows(6)
+    assert content_hash(rows) == content_hash(rows.shuffle(seed=0))
+    changed = rows.map(lambda r: {"ica_score": 1.0} if r["example_id"] == "v-1" else {})
+    assert content_hash(changed) != content_hash(rows)
+
+
+def test_cli_push_and_token(repo_id, hub, tmp_path, capsys):
+    from ica_hub.cli import main
+
+    folder = tmp_path / "scored"
+    scored_rows(3).save_to_disk(str(folder))
+    (folder / "provenance.json").write_text(json.dumps(provenance()))
+    assert main(["push", str(folder), repo_id, "--config-name", "cli"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["num_rows"] == 3
+    assert load_scored(repo_id, printed["tag"], config_name="cli").num_rows == 3
+    assert main(["hub", "token", "--root", str(hub.root)]) == 0
+    assert capsys.readouterr().out.strip() == hub.token
