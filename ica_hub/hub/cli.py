@@ -25,7 +25,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     hub_commands = hub.add_subparsers(dest="hub_command", metavar="HUB_COMMAND", required=True)
 
     serve = hub_commands.add_parser("serve", help="serve the repos under --root over HTTP")
-    serve.add_argument("--host", default="127.0.0.1", help="interface to bind (default: %(default)s)")
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="interface to bind (default: %(default)s)")
     serve.add_argument("--port", type=int, default=DEFAULT_PORT, help="default: %(default)s")
     _add_root(serve)
     serve.set_defaults(func=_serve)
@@ -37,7 +38,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     push = subparsers.add_parser("push", help="push a scored dataset as a new tagged version")
     push.add_argument("dataset_dir", help="folder written by Dataset.save_to_disk")
     push.add_argument("repo_id", help="dataset repo, 'namespace/name'")
-    push.add_argument("--provenance", help=f"JSON file (default: DATASET_DIR/{PROVENANCE_FILENAME})")
+    push.add_argument("--provenance",
+                      help=f"JSON file (default: DATASET_DIR/{PROVENANCE_FILENAME})")
     push.add_argument("--config-name", default="default", help="default: %(default)s")
     push.add_argument("--split", default="train", help="default: %(default)s")
     push.add_argument("--make-default", action=argparse.BooleanOptionalAction, default=None,

@@ -57,7 +57,8 @@ def _error_response(error: HubError) -> JSONResponse:
     headers = {"X-Error-Message": error.message.replace("\n", " ")}
     if error.error_code:
         headers["X-Error-Code"] = error.error_code
-    return JSONResponse({**error.extra, "error": error.message}, status_code=error.status, headers=headers)
+    body = {**error.extra, "error": error.message}
+    return JSONResponse(body, status_code=error.status, headers=headers)
 
 
 def _raw_segments(request: Request) -> list[str]:
@@ -403,7 +404,8 @@ class HubApp:
                          signature: str) -> dict:
         expected = self._upload_signature(repo_id, oid, size)
         if not hmac.compare_digest(expected, signature):
-            raise HubError(403, "Invalid LFS upload URL signature; ask the batch API for a new one.")
+            raise HubError(403, "Invalid LFS upload URL signature; ask the batch API for a new "
+                                "one.")
         digest, num_bytes = hashlib.sha256(), 0
         tmp, tmp_path = self.store.new_upload()
         with tmp:

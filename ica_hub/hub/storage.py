@@ -46,7 +46,8 @@ LFS_SUFFIXES = (
     ".mp3", ".lance",
 )
 LFS_MIN_SIZE_BYTES = 10 * 1024 * 1024
-GITATTRIBUTES = "".join(f"*{suffix} filter=lfs diff=lfs merge=lfs -text\n" for suffix in LFS_SUFFIXES)
+GITATTRIBUTES = "".join(f"*{suffix} filter=lfs diff=lfs merge=lfs -text\n"
+                        for suffix in LFS_SUFFIXES)
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
 _REF_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,199}$")
@@ -74,7 +75,8 @@ def revision_not_found(repo_id: str, revision: str) -> HubError:
 
 
 def entry_not_found(repo_id: str, revision: str, path: str) -> HubError:
-    return HubError(404, f"Entry {path!r} not found in {repo_id!r} at {revision!r}.", "EntryNotFound")
+    message = f"Entry {path!r} not found in {repo_id!r} at {revision!r}."
+    return HubError(404, message, "EntryNotFound")
 
 
 def check_repo_path(path: str) -> str:
@@ -96,7 +98,8 @@ def check_repo_path(path: str) -> str:
 
 
 def check_ref_name(name: str, kind: str) -> str:
-    if not _REF_RE.match(name) or ".." in name or name.endswith((".lock", "/", ".")) or "//" in name:
+    bad_shape = ".." in name or "//" in name or name.endswith((".lock", "/", "."))
+    if not _REF_RE.match(name) or bad_shape:
         raise HubError(
             400,
             f"Invalid {kind} name {name!r}: use letters, digits, '.', '_', '-' (and '/' inside), "
@@ -111,7 +114,8 @@ def git_blob_oid(content: bytes) -> str:
 
 
 def lfs_pointer(sha256: str, size: int) -> bytes:
-    return f"version https://git-lfs.github.com/spec/v1\noid sha256:{sha256}\nsize {size}\n".encode()
+    text = f"version https://git-lfs.github.com/spec/v1\noid sha256:{sha256}\nsize {size}\n"
+    return text.encode()
 
 
 def now_iso() -> str:
@@ -307,7 +311,8 @@ class Store:
             return self.commit(repo_id, refs["branches"][name])
         if name in refs["tags"]:
             return self.commit(repo_id, refs["tags"][name])
-        if _COMMIT_RE.match(name) and (self.repo_dir(repo_id) / "commits" / f"{name}.json").is_file():
+        commit_file = self.repo_dir(repo_id) / "commits" / f"{name}.json"
+        if _COMMIT_RE.match(name) and commit_file.is_file():
             return self.commit(repo_id, name)
         raise revision_not_found(repo_id, revision)
 
@@ -324,11 +329,13 @@ class Store:
                       author: str, tree: dict[str, Entry]) -> Commit:
         body = {
             "parents": parents, "title": title, "message": message, "author": author,
-            "date": now_iso(), "tree": {path: entry.to_dict() for path, entry in sorted(tree.items())},
+            "date": now_iso(),
+            "tree": {path: entry.to_dict() for path, entry in sorted(tree.items())},
         }
         commit_id = hashlib.sha1(json.dumps(body, sort_keys=True).encode()).hexdigest()
         commit = Commit.from_dict({"id": commit_id, **body})
-        write_json_atomic(self.repo_dir(repo_id) / "commits" / f"{commit_id}.json", commit.to_dict())
+        commit_path = self.repo_dir(repo_id) / "commits" / f"{commit_id}.json"
+        write_json_atomic(commit_path, commit.to_dict())
         return commit
 
     def commit_changes(

@@ -8,8 +8,9 @@ A push, step by step (``push_scored``):
    card was merged from; if someone else committed meanwhile (HTTP 412) start again from step 2's
    card merge on the new head, up to ``max_attempts`` times;
 4. read the version back from the server at that commit with ``load_dataset`` and compare row
-   count and content hash with what was pushed; a mismatch raises ``VersionIntegrityError`` and
-   no tag is created;
+   count and content hash with what was pushed; a mismatch reverts the branch to the files it
+   had before (a new commit, unless someone committed since), raises ``VersionIntegrityError``,
+   and creates no tag;
 5. tag the commit (the tag name says what the version is, see ``version_tag``);
 6. add the version to ``versions.json`` on the branch (a second, small commit; also retried).
 
@@ -36,7 +37,7 @@ from pathlib import Path
 
 import pyarrow as pa
 from datasets import Dataset, load_dataset
-from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
+from huggingface_hub import CommitOperationAdd, CommitOperationCopy, CommitOperationDelete, HfApi
 from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError
 
 from ica_hub import __version__
@@ -215,12 +216,16 @@ def push_scored(
             shards = _write_shards(dataset, Path(tmp), data_dir, split)
             histogram_path = f"images/{config_name}-{split}-ica_score.png"
             histogram = card_lib.histogram_png(dataset, f"{repo_id} {config_name}/{split} {tag}")
-            commit, card_data = _commit_version(
+            commit, parent, card_data = _commit_version(
                 api, repo_id, branch, dataset, provenance, shards, histogram, histogram_path,
                 config_name=config_name, split=split, data_dir=data_dir, tag=tag,
                 make_default=make_default, max_attempts=max_attempts,
             )
-        _verify(repo_id, commit, config_name, split, dataset.num_rows, expected_hash, token)
+        try:
+            _verify(repo_id, commit, config_name, split, dataset.num_rows, expected_hash, token)
+        except VersionIntegrityError:
+            _revert(api, repo_id, branch, commit, parent)
+            raise
         api.create_tag(repo_id, tag=tag, revision=commit, repo_type="dataset",
                        tag_message=f"{config_name}/{split}: {dataset.num_rows} rows")
         version = ScoredVersion(
@@ -291,7 +296,7 @@ def _commit_version(
             logger.info("%s moved during the push (attempt %d/%d); merging again",
                         branch, attempt, max_attempts)
             continue
-        return info.oid, new_card.data
+        return info.oid, head, new_card.data
     raise AssertionError("unreachable")
 
 
@@ -323,6 +328,29 @@ def _verify(repo_id: str, commit: str, config_name: str, split: str, num_rows: i
             + "; ".join(problems) + ". No tag was created; push again, and if it repeats, check "
             "the server's storage."
         )
+
+
+def _revert(api: HfApi, repo_id: str, branch: str, commit: str, parent: str) -> None:
+    """Put ``branch`` back to ``parent``'s files with a new commit, if nobody committed since."""
+
+    def files_at(revision: str) -> dict[str, str]:
+        return {f.path: f.blob_id for f in api.list_repo_tree(
+            repo_id, repo_type="dataset", revision=revision, recursive=True) if hasattr(f, "size")}
+
+    before, after = files_at(parent), files_at(commit)
+    operations = [
+        *[CommitOperationCopy(path, path, src_revision=parent)
+          for path, oid in before.items() if after.get(path) != oid],
+        *[CommitOperationDelete(path) for path in after if path not in before],
+    ]
+    try:
+        api.create_commit(repo_id, operations, commit_message=f"Revert unverified {commit[:8]}",
+                          repo_type="dataset", revision=branch, parent_commit=commit)
+    except HfHubHTTPError as error:
+        if _status(error) != 412:
+            raise
+        logger.warning("%s moved after the unverified commit %s; not reverting it", branch,
+                       commit[:8])
 
 
 def _add_to_index(api: HfApi, repo_id: str, branch: str, version: ScoredVersion,

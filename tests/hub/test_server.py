@@ -50,6 +50,12 @@ def test_create_existing_repo_is_409_unless_exist_ok(repo_id):
         api.create_repo(repo_id, repo_type="dataset", exist_ok=False)
     assert _status(caught.value) == 409
     assert api.create_repo(repo_id, repo_type="dataset", exist_ok=True).repo_id == repo_id
+    assert api.repo_exists(repo_id, repo_type="dataset")
+    assert api.file_exists(repo_id, ".gitattributes", repo_type="dataset")
+    assert not api.revision_exists(repo_id, "nope", repo_type="dataset")
+    assert api.whoami()["name"] == "local"
+    api.delete_repo(repo_id, repo_type="dataset")
+    assert not api.repo_exists(repo_id, repo_type="dataset")
 
 
 def test_missing_repo_revision_and_file_raise_the_client_errors(repo_id):
@@ -229,3 +235,33 @@ def test_datasets_push_twice_to_the_same_branch(repo_id):
     scored_rows(2, offset=10).push_to_hub(repo_id, revision="scores")
     loaded = load_dataset(repo_id, split="train", revision="scores")
     assert loaded["example_id"] == ["v-10", "v-11"]
+
+
+def test_cli_serve_runs_the_server(tmp_path):
+    """The real entry point: ``python -m ica_hub.cli hub serve`` answers on its port."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-m", "ica_hub.cli", "hub", "serve", "--port", str(port),
+               "--root", str(tmp_path)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    response = None
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                response = httpx.get(f"http://127.0.0.1:{port}/api/ica-hub", timeout=1)
+                break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        assert response is not None and response.json()["server"] == "ica_hub"
+        assert (tmp_path / "tokens.json").is_file()
+    finally:
+        process.terminate()
+        output = process.communicate(timeout=20)[0].decode()
+    assert "HF_HUB_DISABLE_XET=1" in output

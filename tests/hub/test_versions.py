@@ -11,7 +11,7 @@ from huggingface_hub import DatasetCard, HfApi
 
 from ica_hub.hub import card as card_lib
 from ica_hub.hub import versions
-from ica_hub.hub.local import LocalHub, restore_hub_settings, use_hub
+from ica_hub.hub.local import LocalHub
 from ica_hub.hub.versions import (
     VersionIntegrityError,
     content_hash,
@@ -134,26 +134,52 @@ def test_a_mismatched_read_back_raises_and_creates_no_tag(repo_id, monkeypatch):
     real_load = versions.load_dataset
     monkeypatch.setattr(versions, "load_dataset",
                         lambda *args, **kwargs: real_load(*args, **kwargs).select([0, 1]))
+    api = HfApi()
+    api.create_repo(repo_id, repo_type="dataset")
+    files_before = sorted(api.list_repo_files(repo_id, repo_type="dataset"))
     with pytest.raises(VersionIntegrityError, match="2 rows read back, 3 pushed"):
         push_scored(scored_rows(3), repo_id, provenance())
-    assert HfApi().list_repo_refs(repo_id, repo_type="dataset").tags == []
+    assert api.list_repo_refs(repo_id, repo_type="dataset").tags == []
     assert read_index(repo_id)["versions"] == []
+    assert sorted(api.list_repo_files(repo_id, repo_type="dataset")) == files_before
+    assert api.list_repo_commits(repo_id, repo_type="dataset")[0].title.startswith("Revert")
+
+
+def test_a_commit_landing_mid_push_is_merged_not_lost(repo_id, monkeypatch, caplog):
+    push_scored(scored_rows(2, tag="base"), repo_id, provenance(), config_name="base")
+    real_build_card, calls = card_lib.build_card, []
+
+    def build_card_then_someone_commits(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:  # another client lands a commit between our merge and our commit
+            HfApi().upload_file(path_or_fileobj=b"meanwhile\n", path_in_repo="meanwhile.txt",
+                                repo_id=repo_id, repo_type="dataset")
+        return real_build_card(*args, **kwargs)
+
+    monkeypatch.setattr(card_lib, "build_card", build_card_then_someone_commits)
+    with caplog.at_level("INFO", logger="ica_hub.hub.versions"):
+        version = push_scored(scored_rows(3, tag="late"), repo_id, provenance(), config_name="late")
+    assert len(calls) == 2 and "merging again" in caplog.text
+    files = HfApi().list_repo_files(repo_id, repo_type="dataset", revision=version.tag)
+    assert "meanwhile.txt" in files and "base/train-00000-of-00001.parquet" in files
+    assert load_scored(repo_id, version.tag, config_name="late").num_rows == 3
 
 
 def test_data_survives_a_server_restart(tmp_path, hub):
-    previous = None
-    try:
-        with LocalHub(tmp_path / "root") as first:
-            previous = use_hub(first.endpoint, first.token)
-            version = push_scored(scored_rows(3), "local/restart", provenance())
-        with LocalHub(tmp_path / "root") as second:
-            assert second.token == first.token  # tokens.json survives too
-            use_hub(second.endpoint, second.token)
-            assert load_scored("local/restart", version.tag).num_rows == 3
-            assert read_index("local/restart")["versions"][0]["commit"] == version.commit
-    finally:
-        if previous is not None:
-            restore_hub_settings(previous)
+    import huggingface_hub.constants as hf_constants
+
+    # explicit endpoint= and token= switch the clients for the call and switch them back
+    with LocalHub(tmp_path / "root") as first:
+        version = push_scored(scored_rows(3), "local/restart", provenance(),
+                              endpoint=first.endpoint, token=first.token)
+    assert hf_constants.ENDPOINT == hub.endpoint
+    with LocalHub(tmp_path / "root") as second:
+        assert second.token == first.token  # tokens.json survives too
+        loaded = load_scored("local/restart", version.tag, endpoint=second.endpoint,
+                             token=second.token)
+        assert loaded["example_id"] == scored_rows(3)["example_id"]
+        index = read_index("local/restart", endpoint=second.endpoint, token=second.token)
+        assert index["versions"][0]["commit"] == version.commit
 
 
 def test_bad_inputs_are_reported_all_at_once(repo_id):
