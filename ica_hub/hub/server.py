@@ -74,7 +74,7 @@ def _upload_mode(path: str, size: int, sample: bytes) -> str:
 
 
 class HubApp:
-    """Route handlers over one ``Store``; ``build()`` returns the FastAPI app."""
+    """Route handlers over one ``Store``; ``create_app`` wires them to URLs."""
 
     def __init__(self, root: str):
         self.store = Store(root)
@@ -91,7 +91,10 @@ class HubApp:
 
     def _require_write(self, request: Request) -> str:
         user = self._user(request)
-        if user is None or user.get("role") != "write":
+        if user is not None and user.get("role") != "write":
+            raise HubError(403, "This token may read but not write; use a token whose role is "
+                                "'write' in tokens.json.")
+        if user is None:
             raise HubError(
                 401,
                 "Invalid credentials in Authorization header: writing needs a write token of this "
@@ -117,8 +120,11 @@ class HubApp:
 
     @staticmethod
     def _folder_json(path: str, commit: Commit) -> dict:
-        oid = hashlib.sha1(f"{commit.id}:{path}".encode()).hexdigest()
-        return {"type": "directory", "path": path, "oid": oid}
+        # Like a git tree id: depends on the folder's content only, not on the commit.
+        listing = "".join(f"{p} {e.oid}\n" for p, e in sorted(commit.tree.items())
+                          if p.startswith(path + "/"))
+        return {"type": "directory", "path": path,
+                "oid": hashlib.sha1(listing.encode()).hexdigest()}
 
     def _last_commit_json(self, repo_id: str, head: Commit, path: str) -> dict:
         """The newest commit that changed ``path`` (file or folder), walking first parents."""
@@ -211,7 +217,7 @@ class HubApp:
         self.store.delete_repo(repo_id)
         return {}
 
-    def repo_get(self, request: Request, repo_id: str, action: str, rest: list[str]):
+    def dispatch(self, request: Request, repo_id: str, action: str, rest: list[str]):
         """Dispatch ``/api/datasets/{repo_id}/{action}/...`` by action and HTTP method."""
         self._check_visible(request, repo_id)
         handler: Callable | None = {
@@ -555,7 +561,7 @@ def create_app(root: str) -> FastAPI:
                    methods=["GET", "POST", "DELETE"])
     async def repo_action(request: Request, namespace: str, name: str, action: str, rest: str):
         segments = _raw_segments(request)[5:]  # after api/datasets/{namespace}/{name}/{action}
-        return await hub.repo_get(request, f"{namespace}/{name}", action, segments)
+        return await hub.dispatch(request, f"{namespace}/{name}", action, segments)
 
     @app.post("/datasets/{namespace}/{name}.git/info/lfs/objects/batch")
     async def lfs_batch(request: Request, namespace: str, name: str):

@@ -52,6 +52,7 @@ GITATTRIBUTES = "".join(f"*{suffix} filter=lfs diff=lfs merge=lfs -text\n"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
 _REF_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,199}$")
 _COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
+_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 
 
 class HubError(Exception):
@@ -183,6 +184,9 @@ class Store:
 
     # ---- blobs
     def blob_path(self, sha256: str) -> Path:
+        if not _SHA256_RE.match(sha256):  # the id becomes a file name: never trust its shape
+            raise HubError(400, f"Invalid object id {sha256!r}: expected 64 lowercase hex digits "
+                                "(a sha256).")
         return self.root / "blobs" / sha256[:2] / sha256
 
     def has_blob(self, sha256: str, size: int | None = None) -> bool:

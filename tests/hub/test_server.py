@@ -112,6 +112,12 @@ def test_paths_escaping_the_repo_are_refused(repo_id, hub, path):
                           headers=headers)
     assert response.status_code == 400
     assert "Invalid path" in response.json()["error"]
+    lines[1] = {"key": "lfsFile", "value": {"path": "ok.bin", "algo": "sha256",
+                                            "oid": "../../tokens.json", "size": 1}}
+    body = b"".join(json.dumps(line).encode() + b"\n" for line in lines)
+    response = httpx.post(f"{hub.endpoint}/api/datasets/{repo_id}/commit/main", content=body,
+                          headers=headers)
+    assert response.status_code == 400 and "Invalid object id" in response.json()["error"]
     encoded = path.replace("..", "%2E%2E")
     response = httpx.get(f"{hub.endpoint}/datasets/{repo_id}/resolve/main/{encoded}")
     assert response.status_code in (400, 404)  # 404: the router never matched a repo path
