@@ -235,7 +235,7 @@ def push_scored(
             created_at=provenance["created_at"],
         )
         _add_to_index(api, repo_id, branch, version, max_attempts)
-    logger.info("pushed %s@%s (%d rows, commit %s)", repo_id, tag, version.num_rows, commit[:8])
+    logger.debug("pushed %s@%s (%d rows, commit %s)", repo_id, tag, version.num_rows, commit[:8])
     return version
 
 

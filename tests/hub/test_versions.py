@@ -104,14 +104,16 @@ def test_a_named_default_config_cannot_be_outranked(repo_id):
                     make_default=True)
 
 
-def test_two_clients_pushing_at_once_both_get_their_own_version(repo_id):
+@pytest.mark.parametrize("same_config", [True, False], ids=["same-config", "two-configs"])
+def test_two_clients_pushing_at_once_both_get_their_own_version(repo_id, same_config):
     HfApi().create_repo(repo_id, repo_type="dataset")
     results: dict[str, object] = {}
 
     def push(name: str) -> None:
+        config_name = "shared" if same_config else name
         try:
             results[name] = push_scored(scored_rows(3, tag=name), repo_id,
-                                        provenance(scorer=f"ica/{name}"), config_name=name)
+                                        provenance(scorer=f"ica/{name}"), config_name=config_name)
         except Exception as error:  # reported below with its type
             results[name] = error
 
@@ -122,12 +124,13 @@ def test_two_clients_pushing_at_once_both_get_their_own_version(repo_id):
         thread.join()
     assert all(isinstance(r, versions.ScoredVersion) for r in results.values()), results
     for name, version in results.items():
-        loaded = load_scored(repo_id, version.tag, config_name=name)
+        loaded = load_scored(repo_id, version.tag, config_name=version.config_name)
         assert loaded["example_id"] == [f"{name}-{i}" for i in range(3)]
     assert {v["tag"] for v in read_index(repo_id)["versions"]} == {
         r.tag for r in results.values()}
     configs = _card_at(repo_id, "main").data.to_dict()["configs"]
-    assert sorted(c["config_name"] for c in configs) == ["left", "right"]
+    expected = ["shared"] if same_config else ["left", "right"]
+    assert sorted(c["config_name"] for c in configs) == expected
 
 
 def test_a_mismatched_read_back_raises_and_creates_no_tag(repo_id, monkeypatch):
