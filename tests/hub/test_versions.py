@@ -210,15 +210,30 @@ def test_content_hash_ignores_row_order_but_not_values():
     assert content_hash(changed) != content_hash(rows)
 
 
-def test_cli_push_and_token(repo_id, hub, tmp_path, capsys):
-    from ica_hub.cli import main
+def test_cli_push_finds_out_it_talks_to_a_local_hub(repo_id, hub, tmp_path):
+    """The real entry point in a fresh process, with HF_ENDPOINT set but Xet not disabled:
+    the toolkit must notice the local Hub and switch Xet off itself (hf_xet is installed)."""
+    import os
+    import subprocess
+    import sys
 
     folder = tmp_path / "scored"
     scored_rows(3).save_to_disk(str(folder))
     (folder / "provenance.json").write_text(json.dumps(provenance()))
-    assert main(["push", str(folder), repo_id, "--config-name", "cli"]) == 0
-    printed = json.loads(capsys.readouterr().out)
+    env = {key: value for key, value in os.environ.items() if not key.startswith("HF_")}
+    env.update(HF_ENDPOINT=hub.endpoint, HF_TOKEN=hub.token, HF_HOME=str(tmp_path / "hf-home"))
+    result = subprocess.run(
+        [sys.executable, "-m", "ica_hub.cli", "push", str(folder), repo_id, "--config-name", "cli"],
+        env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    printed = json.loads(result.stdout)
     assert printed["num_rows"] == 3
     assert load_scored(repo_id, printed["tag"], config_name="cli").num_rows == 3
+
+
+def test_cli_token_prints_the_servers_write_token(hub, capsys):
+    from ica_hub.cli import main
+
     assert main(["hub", "token", "--root", str(hub.root)]) == 0
     assert capsys.readouterr().out.strip() == hub.token
