@@ -83,14 +83,14 @@ class HubApp:
         self._upload_secret = secrets.token_bytes(32)
 
     # ---- auth
-    def _user(self, request: Request) -> dict | None:
+    def user_for(self, request: Request) -> dict | None:
         header = request.headers.get("authorization", "")
         if not header.lower().startswith("bearer "):
             return None
         return load_tokens(self.root).get(header[7:].strip())
 
     def _require_write(self, request: Request) -> str:
-        user = self._user(request)
+        user = self.user_for(request)
         if user is not None and user.get("role") != "write":
             raise HubError(403, "This token may read but not write; use a token whose role is "
                                 "'write' in tokens.json.")
@@ -103,9 +103,9 @@ class HubApp:
             )
         return user["user"]
 
-    def _check_visible(self, request: Request, repo_id: str) -> dict:
+    def check_visible(self, request: Request, repo_id: str) -> dict:
         meta = self.store.repo_meta(repo_id)
-        if meta["private"] and self._user(request) is None:
+        if meta["private"] and self.user_for(request) is None:
             raise repo_not_found(repo_id)
         return meta
 
@@ -162,7 +162,7 @@ class HubApp:
                 item["lastCommit"] = self._last_commit_json(repo_id, commit, item["path"])
         return out
 
-    def _info_json(self, request: Request, repo_id: str, commit: Commit, blobs: bool) -> dict:
+    def info_json(self, request: Request, repo_id: str, commit: Commit, blobs: bool) -> dict:
         meta = self.store.repo_meta(repo_id)
         siblings = []
         for path, entry in sorted(commit.tree.items()):
@@ -188,7 +188,7 @@ class HubApp:
 
     # ---- repo routes
     def whoami(self, request: Request) -> dict:
-        user = self._user(request)
+        user = self.user_for(request)
         if user is None:
             raise HubError(401, "Invalid credentials in Authorization header: unknown token.")
         return {"type": "user", "id": user["user"], "name": user["user"], "fullname": user["user"],
@@ -219,7 +219,7 @@ class HubApp:
 
     def dispatch(self, request: Request, repo_id: str, action: str, rest: list[str]):
         """Dispatch ``/api/datasets/{repo_id}/{action}/...`` by action and HTTP method."""
-        self._check_visible(request, repo_id)
+        self.check_visible(request, repo_id)
         handler: Callable | None = {
             ("GET", "revision"): self._info_at, ("GET", "refs"): self._refs,
             ("GET", "tree"): self._tree, ("GET", "commits"): self._commits,
@@ -234,7 +234,7 @@ class HubApp:
 
     async def _info_at(self, request, repo_id, rest):
         commit = self.store.resolve(repo_id, "/".join(rest))
-        return self._info_json(request, repo_id, commit, "blobs" in request.query_params)
+        return self.info_json(request, repo_id, commit, "blobs" in request.query_params)
 
     async def _refs(self, request, repo_id, rest):
         refs = self.store.refs(repo_id)
@@ -387,7 +387,7 @@ class HubApp:
 
     async def lfs_batch(self, request: Request, repo_id: str) -> dict:
         self._require_write(request)
-        self._check_visible(request, repo_id)
+        self.check_visible(request, repo_id)
         body = await request.json()
         if body.get("operation") != "upload":
             raise HubError(400, "Only the LFS 'upload' operation is served; downloads go through "
@@ -431,7 +431,7 @@ class HubApp:
 
     # ---- downloads
     def resolve_file(self, request: Request, repo_id: str, revision: str, path: str) -> Response:
-        self._check_visible(request, repo_id)
+        self.check_visible(request, repo_id)
         commit = self.store.resolve(repo_id, revision)
         check_repo_path(path)
         entry = commit.tree.get(path)
@@ -546,16 +546,16 @@ def create_app(root: str) -> FastAPI:
     @app.get("/api/datasets")
     async def list_datasets(request: Request):
         visible = [r for r in hub.store.list_repos()
-                   if not hub.store.repo_meta(r)["private"] or hub._user(request) is not None]
+                   if not hub.store.repo_meta(r)["private"] or hub.user_for(request) is not None]
         return [{"id": repo_id, "private": hub.store.repo_meta(repo_id)["private"]}
                 for repo_id in visible]
 
     @app.get("/api/datasets/{namespace}/{name}")
     async def repo_info(request: Request, namespace: str, name: str):
         repo_id = f"{namespace}/{name}"
-        hub._check_visible(request, repo_id)
+        hub.check_visible(request, repo_id)
         commit = hub.store.resolve(repo_id, "main")
-        return hub._info_json(request, repo_id, commit, "blobs" in request.query_params)
+        return hub.info_json(request, repo_id, commit, "blobs" in request.query_params)
 
     @app.api_route("/api/datasets/{namespace}/{name}/{action}/{rest:path}",
                    methods=["GET", "POST", "DELETE"])

@@ -177,6 +177,14 @@ def test_refs_tree_history_and_downloads(repo_id):
     with open(f"{local}/data/blob.bin", "rb") as f:
         assert f.read() == BLOB
 
+    # a branch name with a slash travels percent-encoded in one URL segment
+    api.create_branch(repo_id, branch="feature/x", repo_type="dataset", revision="dev")
+    with open(hf_hub_download(repo_id, "notes/second.txt", repo_type="dataset",
+                              revision="feature/x")) as f:
+        assert f.read() == "second\n"
+    api.delete_branch(repo_id, branch="feature/x", repo_type="dataset")
+    assert repo_id in {d.id for d in api.list_datasets()}
+
     api.delete_tag(repo_id, tag="v1", repo_type="dataset")
     api.delete_branch(repo_id, branch="dev", repo_type="dataset")
     refs = api.list_repo_refs(repo_id, repo_type="dataset")
