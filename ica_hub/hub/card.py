@@ -76,12 +76,14 @@ def histogram_png(dataset: Dataset, title: str) -> bytes:
 
 def merge_card_metadata(
     card_data: DatasetCardData, *, config_name: str, split: str, data_files: str,
-    features: Features, num_rows: int, num_bytes: int, download_size: int,
-    make_default: bool | None,
+    features: Features, num_rows: int, num_bytes: int, download_bytes: int,
+    replaced_download_bytes: int, make_default: bool | None,
 ) -> None:
     """Set this config's ``configs`` and ``dataset_info`` entries in ``card_data``, in place.
 
     ``make_default=None`` makes this config the default only when no config is default yet.
+    ``download_bytes`` is the size of this split's new parquet files, ``replaced_download_bytes``
+    that of the files they replace; the config's ``download_size`` moves by the difference.
     """
     # configs: this config's entry, with this split's files; other splits and configs untouched
     configs = [dict(entry) for entry in (card_data.get("configs") or [])]
@@ -109,6 +111,11 @@ def merge_card_metadata(
         entry["default"] = True
     elif make_default is False:
         entry.pop("default", None)
+    if not any(c.get("default") for c in configs):
+        # say it explicitly: exactly one entry carries `default: true`
+        for other in configs:
+            if other["config_name"] == "default":
+                other["default"] = True
     card_data["configs"] = configs
 
     # dataset_info: this config's features and this split's sizes, merged into what is there
@@ -119,6 +126,7 @@ def merge_card_metadata(
         if name != split:
             splits[name] = split_info
     splits[split] = SplitInfo(name=split, num_bytes=num_bytes, num_examples=num_rows)
+    download_size = max(0, (info.download_size or 0) - replaced_download_bytes) + download_bytes
     info = DatasetInfo(features=features, splits=splits, download_size=download_size,
                        dataset_size=sum(s.num_bytes or 0 for s in splits.values()))
     DatasetInfosDict({config_name: info}).to_dataset_card_data(card_data)

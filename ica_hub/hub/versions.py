@@ -259,24 +259,27 @@ def _commit_version(
     """Commit data + card + histogram in one commit on top of the current head; retry on 412."""
     summary = card_lib.score_summary(dataset)
     num_bytes = dataset.data.nbytes
-    download_size = sum(path.stat().st_size for path in shards.values())
+    download_bytes = sum(path.stat().st_size for path in shards.values())
     for attempt in range(1, max_attempts + 1):
         head = api.repo_info(repo_id, repo_type="dataset", revision=branch).sha
-        files = {f.path for f in api.list_repo_tree(repo_id, repo_type="dataset", revision=head,
-                                                    recursive=True) if hasattr(f, "size")}
+        files = {f.path: f.size for f in api.list_repo_tree(
+            repo_id, repo_type="dataset", revision=head, recursive=True) if hasattr(f, "size")}
+        old_split_files = [path for path in files
+                           if path.startswith(f"{data_dir}/{split}-") and path.endswith(".parquet")]
         existing_card = _read_text(api, repo_id, head, "README.md")
         new_card = card_lib.build_card(
             existing_card,
             metadata=dict(config_name=config_name, split=split,
                           data_files=f"{data_dir}/{split}-*", features=dataset.features,
                           num_rows=dataset.num_rows, num_bytes=num_bytes,
-                          download_size=download_size, make_default=make_default),
+                          download_bytes=download_bytes,
+                          replaced_download_bytes=sum(files[p] for p in old_split_files),
+                          make_default=make_default),
             block_kwargs=dict(repo_id=repo_id, tag=tag, config_name=config_name, split=split,
                               provenance=provenance, summary=summary,
                               histogram_path=histogram_path),
         )
-        stale = sorted(p for p in files if p.startswith(f"{data_dir}/{split}-") and
-                       p.endswith(".parquet") and p not in shards)
+        stale = sorted(path for path in old_split_files if path not in shards)
         operations = [
             *[CommitOperationAdd(path, str(local)) for path, local in shards.items()],
             CommitOperationAdd(histogram_path, histogram),

@@ -68,7 +68,9 @@ def test_card_merge_keeps_what_push_to_hub_wrote(repo_id):
                           config_name="scored")
     card = _card_at(repo_id, version.tag)
     configs = {c["config_name"]: c for c in card.data.to_dict()["configs"]}
-    assert configs["default"] == before["configs"][0]  # untouched, still the default
+    # push_to_hub's entry keeps its files and is now explicitly the one default
+    assert configs["default"] == {**before["configs"][0], "default": True}
+    assert "default" not in configs["scored"]
     assert configs["scored"]["data_files"] == [{"split": "train", "path": "scored/train-*"}]
     assert card_lib.split_sizes(card.data, "default") == {"train": 3}
     assert load_dataset(repo_id, split="train")["example_id"] == ["plain-0", "plain-1", "plain-2"]
