@@ -21,6 +21,11 @@ commit lists the versions before it (a commit cannot contain its own id).
 Content hash (``CONTENT_HASH_METHOD``): sha256 over the column names and Arrow types, then over
 each row as canonical JSON (keys sorted), rows sorted by ``example_id``. It depends on values and
 types only, not on parquet encoding or shard layout, so it can be recomputed from any copy.
+
+Limits: one split per push (push each split of a DatasetDict on its own). Two pushes of
+identical rows with identical provenance racing in the same second pick the same tag name; the
+second ``create_tag`` then fails with 409 and its commit stays untagged (a tag name reserved
+before the commit would remove this). The read-back loads the whole split into memory once.
 """
 
 from __future__ import annotations
