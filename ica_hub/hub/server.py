@@ -67,6 +67,11 @@ def _raw_segments(request: Request) -> list[str]:
     return [unquote(part) for part in raw.decode("latin-1").split("?")[0].split("/")[1:]]
 
 
+def _repo_id_from_body(body: dict, user: str) -> str:
+    # create/delete bodies carry the namespace as "organization"; none means the token's user
+    return f"{body.get('organization') or user}/{body['name']}"
+
+
 def _upload_mode(path: str, size: int, sample: bytes) -> str:
     if path.lower().endswith(LFS_SUFFIXES) or size >= LFS_MIN_SIZE_BYTES or b"\x00" in sample:
         return "lfs"
@@ -201,7 +206,7 @@ class HubApp:
         if repo_type != "dataset":
             raise HubError(400, f"This server hosts dataset repos only, got type={repo_type!r}; "
                                 "pass repo_type='dataset'.")
-        repo_id = f"{body.get('organization') or user}/{body['name']}"
+        repo_id = _repo_id_from_body(body, user)
         private = body.get("visibility") == "private" or bool(body.get("private"))
         url = f"{request.base_url}datasets/{repo_id}"
         try:
@@ -213,8 +218,7 @@ class HubApp:
 
     def delete_repo(self, request: Request, body: dict) -> dict:
         user = self._require_write(request)
-        repo_id = f"{body.get('organization') or user}/{body['name']}"
-        self.store.delete_repo(repo_id)
+        self.store.delete_repo(_repo_id_from_body(body, user))
         return {}
 
     def dispatch(self, request: Request, repo_id: str, action: str, rest: list[str]):

@@ -44,6 +44,7 @@ import pyarrow as pa
 from datasets import Dataset, load_dataset
 from huggingface_hub import CommitOperationAdd, CommitOperationCopy, CommitOperationDelete, HfApi
 from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError
+from huggingface_hub.hf_api import RepoFile
 
 from ica_hub import __version__
 from ica_hub.columns import EXAMPLE_ID, PROVENANCE_KEYS
@@ -267,8 +268,7 @@ def _commit_version(
     download_bytes = sum(path.stat().st_size for path in shards.values())
     for attempt in range(1, max_attempts + 1):
         head = api.repo_info(repo_id, repo_type="dataset", revision=branch).sha
-        files = {f.path: f.size for f in api.list_repo_tree(
-            repo_id, repo_type="dataset", revision=head, recursive=True) if hasattr(f, "size")}
+        files = {path: f.size for path, f in _files_at(api, repo_id, head).items()}
         old_split_files = [path for path in files
                            if path.startswith(f"{data_dir}/{split}-") and path.endswith(".parquet")]
         existing_card = _read_text(api, repo_id, head, "README.md")
@@ -308,6 +308,11 @@ def _commit_version(
     raise AssertionError("unreachable")
 
 
+def _files_at(api: HfApi, repo_id: str, revision: str) -> dict[str, RepoFile]:
+    tree = api.list_repo_tree(repo_id, repo_type="dataset", revision=revision, recursive=True)
+    return {entry.path: entry for entry in tree if isinstance(entry, RepoFile)}
+
+
 def _status(error: HfHubHTTPError) -> int | None:
     return error.response.status_code if error.response is not None else None
 
@@ -341,14 +346,10 @@ def _verify(repo_id: str, commit: str, config_name: str, split: str, num_rows: i
 def _revert(api: HfApi, repo_id: str, branch: str, commit: str, parent: str) -> None:
     """Put ``branch`` back to ``parent``'s files with a new commit, if nobody committed since."""
 
-    def files_at(revision: str) -> dict[str, str]:
-        return {f.path: f.blob_id for f in api.list_repo_tree(
-            repo_id, repo_type="dataset", revision=revision, recursive=True) if hasattr(f, "size")}
-
-    before, after = files_at(parent), files_at(commit)
+    before, after = _files_at(api, repo_id, parent), _files_at(api, repo_id, commit)
     operations = [
-        *[CommitOperationCopy(path, path, src_revision=parent)
-          for path, oid in before.items() if after.get(path) != oid],
+        *[CommitOperationCopy(path, path, src_revision=parent) for path, f in before.items()
+          if path not in after or after[path].blob_id != f.blob_id],
         *[CommitOperationDelete(path) for path in after if path not in before],
     ]
     try:
