@@ -182,7 +182,8 @@ def test_demonstrations_shrink_first_then_the_prompt(holdout_rows, tiny_model, t
     long_holdout = [dict(r, completion=r["completion"] + " More detail." * 40)
                     for r in holdout_rows]
     rows = [{"prompt": "How do I sort a list?", "completion": "Use sorted()."},
-            {"prompt": "Explain lists. " * 60, "completion": "A list is an ordered sequence."}]
+            # fits alone (about 290 tokens), not beside even one demonstration
+            {"prompt": "Explain lists. " * 84, "completion": "A list is an ordered sequence."}]
     scorer = ICAScorer(long_holdout, tiny_model, tokenizer, k=3, max_length=300,
                        max_demonstration_tokens=256)
     scored = Dataset.from_list(rows).map(scorer, batched=True)
@@ -190,7 +191,9 @@ def test_demonstrations_shrink_first_then_the_prompt(holdout_rows, tiny_model, t
     assert first["ica_score"] is not None
     assert "demonstrations_reduced" in first["ica_flag"]
     assert "prompt_truncated" not in first["ica_flag"]
-    assert second["ica_score"] is not None and "prompt_truncated" in second["ica_flag"]
+    assert second["ica_score"] is not None
+    flag = second["ica_flag"]
+    assert flag.index("demonstrations_reduced") < flag.index("prompt_truncated")
     # The response was never cut: the same token count as on its own.
     alone = len(tokenizer("A list is an ordered sequence.", add_special_tokens=False)["input_ids"])
     assert second["ica_num_response_tokens"] == alone
