@@ -176,6 +176,19 @@ def fit_row(row: ParsedRow, renderer: ChatRenderer, max_length: int) -> FittedRo
     return FittedRow(prompt, responses, flags)
 
 
+def fit_rows(rows: PreparedRows, renderer: ChatRenderer, max_length: int):
+    """``(fitted rows, flags)`` by row position: parse problems and fitting notes as flags."""
+    flags = {i: [reason] for i, reason in rows.problems.items()}
+    fitted = {}
+    for i, row in rows.parsed.items():
+        result = fit_row(row, renderer, max_length)
+        if isinstance(result, str):
+            flags[i] = [result]
+        else:
+            fitted[i], flags[i] = result, list(result.flags)
+    return fitted, flags
+
+
 def truncate_question(renderer: ChatRenderer, prompt, excess: int):
     """The prompt with ``excess`` tokens cut from the start of its last user turn, or None."""
     question = prompt[-1]["content"]
@@ -205,5 +218,14 @@ def base_provenance(scorer_name: str) -> dict[str, Any]:
     return {"scorer": scorer_name, "ica_hub_version": ica_hub.__version__, "created_at": now_utc()}
 
 
-def make_engine(model, max_tokens_per_batch: int, reuse_prefix: bool) -> LogProbEngine:
-    return LogProbEngine(model, max_tokens_per_batch=max_tokens_per_batch, reuse_prefix=reuse_prefix)
+def make_engine(handle: ModelHandle, rank: int | None, runtime: dict,
+                reuse_prefix: bool = True) -> LogProbEngine:
+    """An engine on the handle's model: an in-memory model stays where it is; a referenced
+    one loads on the device for this (worker) rank."""
+    if handle.in_memory:
+        device = next(handle.model.parameters()).device
+    else:
+        device = device_for_rank(rank, runtime["device"])
+    return LogProbEngine(handle.get_model(device),
+                         max_tokens_per_batch=runtime["max_tokens_per_batch"],
+                         reuse_prefix=reuse_prefix)

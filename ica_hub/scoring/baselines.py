@@ -57,24 +57,13 @@ class _SinglePassScorer:
     def _engine(self, handle: base.ModelHandle, rank):
         key = id(handle)
         if key not in self._engines:
-            device = base.device_for_rank(rank, self.runtime["device"])
-            if handle.in_memory:
-                device = next(handle.model.parameters()).device
-            self._engines[key] = base.make_engine(handle.get_model(device),
-                                                  self.runtime["max_tokens_per_batch"], True)
+            self._engines[key] = base.make_engine(handle, rank, self.runtime)
         return self._engines[key]
 
     def _logps(self, batch, handles, rank):
         """Per model handle, per row: list of (sum, count) per response; plus flags."""
         rows = base.prepare_rows(batch)
-        flags = {i: [reason] for i, reason in rows.problems.items()}
-        fitted = {}
-        for i, row in rows.parsed.items():
-            result = base.fit_row(row, self.renderer, self.settings["max_length"])
-            if isinstance(result, str):
-                flags[i] = [result]
-            else:
-                fitted[i], flags[i] = result, result.flags
+        fitted, flags = base.fit_rows(rows, self.renderer, self.settings["max_length"])
         items = [base.base_item(self.renderer, row.prompt, response)
                  for row in fitted.values() for response in row.responses]
         per_handle = []

@@ -223,15 +223,7 @@ class ICAScorer:
         rows = base.prepare_rows(batch)
         self._check_format(rows.fmt)
         columns = self._empty_columns(rows.num_rows, rows.fmt)
-        flags: dict[int, list[str]] = {i: [reason] for i, reason in rows.problems.items()}
-
-        fitted = {}
-        for i, row in rows.parsed.items():
-            result = base.fit_row(row, self.renderer, self.settings["max_length"])
-            if isinstance(result, str):
-                flags[i] = [result]
-            else:
-                fitted[i] = result
+        fitted, flags = base.fit_rows(rows, self.renderer, self.settings["max_length"])
         holdout_demos = self._choose(self._holdout_index, [rows.parsed[i] for i in fitted])
         pool_demos = (self._choose(self._pool_index, [rows.parsed[i] for i in fitted], pool=True)
                       if self._pool_index is not None else None)
@@ -352,13 +344,9 @@ class ICAScorer:
 
     def _get_engine(self, rank):
         if self._engine is None:
-            device = base.device_for_rank(rank, self.runtime["device"])
-            if self.handle.in_memory:
-                device = next(self.handle.model.parameters()).device
-            model = self.handle.get_model(device)
-            self._index_device(device)
-            self._engine = base.make_engine(model, self.runtime["max_tokens_per_batch"],
+            self._engine = base.make_engine(self.handle, rank, self.runtime,
                                             self.runtime["reuse_prefix"])
+            self._index_device(self._engine.device)
         return self._engine
 
     def _index_device(self, device) -> None:
