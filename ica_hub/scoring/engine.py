@@ -110,10 +110,33 @@ class LogProbEngine:
             self._visit(child, child_cache, items, sums)
             del child_cache
 
-    def _extend(self, cache, segment: tuple[int, ...]):
+    def _fork(self, cache, batch_size: int = 1):
+        """A cache holding ``cache``'s keys and values, ``batch_size`` times, for a forward
+        pass to extend. The parent is never modified: plain dynamic layers grow by
+        concatenation into new tensors, so the fork shares the parent's tensors as
+        broadcast views and the one unavoidable copy happens inside that concatenation."""
         from transformers import DynamicCache
+        from transformers.cache_utils import DynamicLayer
 
-        extended = copy.deepcopy(cache) if cache is not None else DynamicCache(config=self.model.config)
+        fork = DynamicCache(config=self.model.config)
+        if cache is None:
+            return fork
+        plain = all(type(layer) is DynamicLayer for layer in cache.layers)
+        if not plain or len(fork.layers) != len(cache.layers):
+            fork = copy.deepcopy(cache)  # other layer kinds may update in place
+            if batch_size > 1:
+                fork.batch_repeat_interleave(batch_size)
+            return fork
+        for source, target in zip(cache.layers, fork.layers):
+            if not source.is_initialized:
+                continue
+            target.lazy_initialization(source.keys, source.values)
+            target.keys = source.keys.expand(batch_size, -1, -1, -1)
+            target.values = source.values.expand(batch_size, -1, -1, -1)
+        return fork
+
+    def _extend(self, cache, segment: tuple[int, ...]):
+        extended = self._fork(cache)
         input_ids = torch.tensor([segment], device=self.device)
         self.decoder(input_ids=input_ids, cache=extended, use_cache=True)
         self.forward_tokens += len(segment)
@@ -142,10 +165,7 @@ class LogProbEngine:
             input_ids[row, : len(sequence)] = torch.tensor(sequence)
         input_ids = input_ids.to(self.device)
 
-        batch_cache = None
-        if cache is not None:
-            batch_cache = copy.deepcopy(cache)
-            batch_cache.batch_repeat_interleave(len(batch))
+        batch_cache = self._fork(cache, len(batch)) if cache is not None else None
         hidden = self.decoder(
             input_ids=input_ids, cache=batch_cache, use_cache=batch_cache is not None
         ).last_hidden_state  # (batch, width, hidden)
