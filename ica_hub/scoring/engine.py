@@ -9,7 +9,8 @@ Speed comes from two things:
   lead and demonstrations). Each trie node is run through the model once, its key/value cache
   extended from its parent's; the items under a node then run only their suffix and response
   on top of that cache. In fixed mode every row shares one path; in nearest mode rows share the
-  runs of demonstrations they have in common.
+  runs of demonstrations they have in common. A node shared by fewer than ``min_shared_items``
+  items is not cached: its items run in full inside the parent's batches.
 - **Length-sorted batches under a token budget**, right-padded. Right padding needs no
   attention mask: causal attention already keeps real tokens from seeing the pads after them,
   and positions of real tokens are exactly those of the unpadded sequence.
@@ -52,11 +53,23 @@ class ScoringItem:
 @dataclass
 class _Node:
     children: dict[tuple[int, ...], _Node] = field(default_factory=dict)
-    items: list[int] = field(default_factory=list)
+    items: list[int] = field(default_factory=list)  # items whose prefix ends here
+    count: int = 0  # items in this subtree
+
+    def subtree_items(self) -> list[int]:
+        out = list(self.items)
+        for child in self.children.values():
+            out += child.subtree_items()
+        return out
 
 
 class LogProbEngine:
-    """Sums of response-token log-probabilities under a causal LM, without gradients."""
+    """Sums of response-token log-probabilities under a causal LM, without gradients.
+
+    ``min_shared_items``: a trie node is cached only when at least this many items share it;
+    rarer prefixes run in full inside their parent's batches, because many tiny batches cost
+    more than the shared tokens save.
+    """
 
     def __init__(
         self,
@@ -64,10 +77,12 @@ class LogProbEngine:
         *,
         max_tokens_per_batch: int = 4096,
         reuse_prefix: bool = True,
+        min_shared_items: int = 4,
     ):
         self.model = model
         self.max_tokens_per_batch = max_tokens_per_batch
         self.reuse_prefix = reuse_prefix
+        self.min_shared_items = min_shared_items
         self.decoder = model.get_decoder()
         self.output_layer = model.get_output_embeddings()
         self.forward_tokens = 0  # tokens run through the model, for benchmarks
@@ -83,32 +98,35 @@ class LogProbEngine:
         counts = np.array([len(item.response) for item in items], dtype=np.int64)
         if not items:
             return sums, counts
+        segments = [[segment for segment in item.prefix if segment] for item in items]
         if not self.reuse_prefix:
-            flat = [
-                ScoringItem((), sum(item.prefix, ()) + item.suffix, item.response)
-                for item in items
-            ]
-            self._run_group(flat, list(range(len(items))), None, sums)
+            self._run_group(items, segments, [(i, 0) for i in range(len(items))], None, sums)
             return sums, counts
 
         root = _Node()
-        for index, item in enumerate(items):
+        for index, item_segments in enumerate(segments):
             node = root
-            for segment in item.prefix:
-                if segment:  # an empty segment adds nothing to the cache
-                    node = node.children.setdefault(segment, _Node())
+            node.count += 1
+            for segment in item_segments:
+                node = node.children.setdefault(segment, _Node())
+                node.count += 1
             node.items.append(index)
-        self._visit(root, None, items, sums)
+        self._visit(root, 0, None, items, segments, sums)
         return sums, counts
 
-    def _visit(self, node: _Node, cache, items, sums) -> None:
+    def _visit(self, node: _Node, depth: int, cache, items, segments, sums) -> None:
         # Depth first: one cache per level of the current path is alive at any time.
-        if node.items:
-            self._run_group(items, node.items, cache, sums)
+        # group: (item, depth) pairs; the item runs its segments from `depth` on, then suffix.
+        group = [(index, depth) for index in node.items]
         for segment, child in node.children.items():
-            child_cache = self._extend(cache, segment)
-            self._visit(child, child_cache, items, sums)
-            del child_cache
+            if child.count >= self.min_shared_items:
+                child_cache = self._extend(cache, segment)
+                self._visit(child, depth + 1, child_cache, items, segments, sums)
+                del child_cache
+            else:
+                group += [(index, depth) for index in child.subtree_items()]
+        if group:
+            self._run_group(items, segments, group, cache, sums)
 
     def _fork(self, cache, batch_size: int = 1):
         """A cache holding ``cache``'s keys and values, ``batch_size`` times, for a forward
@@ -142,23 +160,25 @@ class LogProbEngine:
         self.forward_tokens += len(segment)
         return extended
 
-    def _run_group(self, items, indices: list[int], cache, sums: np.ndarray) -> None:
-        """Score the items sharing one cached prefix, in length-sorted token-budget batches."""
+    def _run_group(self, items, segments, group, cache, sums: np.ndarray) -> None:
+        """Score items on top of one cached prefix, in length-sorted token-budget batches."""
         prefix_len = cache.get_seq_length() if cache is not None else 0
-        order = sorted(indices, key=lambda i: len(items[i].suffix) + len(items[i].response))
+        heads = {index: sum(segments[index][depth:], ()) + items[index].suffix
+                 for index, depth in group}
+        order = sorted(heads, key=lambda i: len(heads[i]) + len(items[i].response))
         batch: list[int] = []
         for index in order:
-            length = len(items[index].suffix) + len(items[index].response)
+            length = len(heads[index]) + len(items[index].response)
             # Sorted ascending, so the newest item is the longest: padded size = count x length.
             if batch and (len(batch) + 1) * (length + prefix_len) > self.max_tokens_per_batch:
-                self._run_batch(items, batch, cache, sums)
+                self._run_batch(items, heads, batch, cache, sums)
                 batch = []
             batch.append(index)
         if batch:
-            self._run_batch(items, batch, cache, sums)
+            self._run_batch(items, heads, batch, cache, sums)
 
-    def _run_batch(self, items, batch: list[int], cache, sums: np.ndarray) -> None:
-        sequences = [items[i].suffix + items[i].response for i in batch]
+    def _run_batch(self, items, heads, batch: list[int], cache, sums: np.ndarray) -> None:
+        sequences = [heads[i] + items[i].response for i in batch]
         width = max(map(len, sequences))
         input_ids = torch.zeros((len(batch), width), dtype=torch.long)  # pads: any id, unseen
         for row, sequence in enumerate(sequences):
@@ -172,10 +192,10 @@ class LogProbEngine:
         self.forward_tokens += sum(map(len, sequences))
 
         # The hidden state at position p predicts token p + 1: response token j of a row is
-        # predicted at position len(suffix) - 1 + j.
+        # predicted at position len(head) - 1 + j.
         rows, positions, targets, owners = [], [], [], []
         for row, index in enumerate(batch):
-            start = len(items[index].suffix) - 1
+            start = len(heads[index]) - 1
             response = items[index].response
             rows += [row] * len(response)
             positions += range(start, start + len(response))

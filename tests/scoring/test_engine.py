@@ -1,6 +1,7 @@
 """Prefix reuse is an optimisation only: it must give the naive method's numbers."""
 
 import numpy as np
+import pytest
 import torch
 
 from ica_hub.scoring.engine import LogProbEngine, ScoringItem
@@ -25,9 +26,12 @@ def _items(tokenizer):
     return items
 
 
-def test_prefix_reuse_equals_running_each_sequence_in_full(tokenizer, tiny_model):
+@pytest.mark.parametrize("min_shared_items", [1, 2, 4])
+def test_prefix_reuse_equals_running_each_sequence_in_full(tokenizer, tiny_model,
+                                                           min_shared_items):
     items = _items(tokenizer)
-    reused, counts = LogProbEngine(tiny_model, reuse_prefix=True).response_logps(items)
+    engine = LogProbEngine(tiny_model, reuse_prefix=True, min_shared_items=min_shared_items)
+    reused, counts = engine.response_logps(items)
     naive, _ = LogProbEngine(tiny_model, reuse_prefix=False).response_logps(items)
     np.testing.assert_allclose(reused, naive, atol=1e-3 * counts.max())
     np.testing.assert_allclose(reused / counts, naive / counts, atol=1e-3)
