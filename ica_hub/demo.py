@@ -68,7 +68,8 @@ def run_demo(args: argparse.Namespace) -> int:
     scorer = ICAScorer(data["holdout"], args.model, k=args.k, layout=args.layout,
                        max_length=args.max_length,
                        max_demonstration_tokens=args.max_demonstration_tokens)
-    scored = data["pool"].map(scorer, batched=True, batch_size=len(data["pool"]),
+    # Batches of 8 rows: the bar moves every few seconds; larger batches share more prefixes.
+    scored = data["pool"].map(scorer, batched=True, batch_size=8,
                               desc="ICA scoring (base and in-context passes)")
     scored = scored.map(
         lambda row: {"loglik_per_token": row["ica_logp_base"] / row["ica_num_response_tokens"]
