@@ -48,4 +48,5 @@ PROVENANCE_KEYS = (
     "chat_template_hash",
     "ica_hub_version",
     "created_at",
+    "settings",  # every score-changing setting of the scorer, as a dict
 )

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ica_hub.columns import ROW_KIND
-from ica_hub.data.demo_data import DemoDataConfig, build_demo_data
+from ica_hub.data.demo_data import BUILDER_NAME, DemoDataConfig, build_demo_data
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +67,8 @@ def run_demo(args: argparse.Namespace) -> int:
     logger.info("Step 2/3: ICA scoring on %s, k=%d, layout=%s", args.model, args.k, args.layout)
     scorer = ICAScorer(data["holdout"], args.model, k=args.k, layout=args.layout,
                        max_length=args.max_length,
-                       max_demonstration_tokens=args.max_demonstration_tokens)
+                       max_demonstration_tokens=args.max_demonstration_tokens,
+                       holdout_source={"name": f"{BUILDER_NAME} holdout, seed {data_config.seed}"})
     # Batches of 8 rows: the bar moves every few seconds; larger batches share more prefixes.
     scored = data["pool"].map(scorer, batched=True, batch_size=8,
                               desc="ICA scoring (base and in-context passes)")

@@ -26,6 +26,7 @@ import torch
 import xxhash
 
 import ica_hub
+from ica_hub.columns import PROVENANCE_KEYS
 from ica_hub.data.chat import ChatRenderer
 from ica_hub.data.formats import ParsedRow, RowFormat, RowProblem, detect_format, parse_row
 from ica_hub.models import ModelRef, load_model_and_tokenizer, resolve_model_path, weights_hash
@@ -214,8 +215,15 @@ def now_utc() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def base_provenance(scorer_name: str) -> dict[str, Any]:
-    return {"scorer": scorer_name, "ica_hub_version": ica_hub.__version__, "created_at": now_utc()}
+def provenance_record(scorer_name: str, **values: Any) -> dict[str, Any]:
+    """A provenance dict with exactly ``PROVENANCE_KEYS``: None where a key does not apply."""
+    unknown = set(values) - set(PROVENANCE_KEYS)
+    if unknown:
+        raise KeyError(f"not provenance keys: {sorted(unknown)}")
+    record = dict.fromkeys(PROVENANCE_KEYS)
+    record.update(scorer=scorer_name, ica_hub_version=ica_hub.__version__, created_at=now_utc())
+    record.update(values)
+    return record
 
 
 def make_engine(handle: ModelHandle, rank: int | None, runtime: dict,

@@ -51,8 +51,8 @@ class _SinglePassScorer:
     def provenance(self) -> dict[str, Any]:
         identity = self.identity()
         keep = ("model", "model_revision", "model_weights_hash", "chat_template_hash")
-        return {**base.base_provenance(self.name), **{key: identity[key] for key in keep},
-                "settings": self.settings}
+        return base.provenance_record(self.name, **{key: identity[key] for key in keep},
+                                      settings=self.settings)
 
     def _engine(self, handle: base.ModelHandle, rank):
         key = id(handle)

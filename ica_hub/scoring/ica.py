@@ -103,6 +103,7 @@ class ICAScorer:
         revision: str | None = None,
         dtype: torch.dtype = torch.float32,
         training_step: int | None = None,
+        holdout_source: dict[str, str] | None = None,
         _expected_weights_hash: str | None = None,
     ):
         self.settings = dict(
@@ -114,6 +115,8 @@ class ICAScorer:
         )
         self.runtime = dict(max_tokens_per_batch=max_tokens_per_batch, reuse_prefix=reuse_prefix,
                             device=device, training_step=training_step)
+        # Where the holdout came from, for provenance: {"name": repo id or path, "revision": ...}
+        self.holdout_source = dict(holdout_source or {})
         self._holdout_rows = [dict(row) for row in holdout]
         self._pool_rows = [dict(row) for row in baseline_pool] if baseline_pool is not None else None
         self._validate()
@@ -198,24 +201,28 @@ class ICAScorer:
     def __reduce__(self):
         name_or_path, revision, expected = self.handle.pickle_args()
         kwargs = dict(self.settings, **self.runtime, model=name_or_path, revision=revision,
+                      holdout_source=self.holdout_source,
                       dtype=self.handle.dtype, _expected_weights_hash=expected,
                       baseline_pool=self._pool_rows)
         return (_rebuild, (type(self), self._holdout_rows, kwargs, self.identity()))
 
     def provenance(self) -> dict[str, Any]:
+        """What a scored version records about how its scores were made."""
         identity = self.identity()
-        return {
-            **base.base_provenance(self.name),
+        return base.provenance_record(
+            self.name,
             **{key: identity[key] for key in ("model", "model_revision", "model_weights_hash")},
-            "training_step": self.runtime["training_step"],
-            "holdout_hash": self.holdout_hash,
-            "k": self.settings["k"],
-            "selection": self.settings["selection"],
-            "layout": self.settings["layout"],
-            "embedder": self.settings["embedder"],
-            "chat_template_hash": self.renderer.template_hash,
-            "settings": self.settings,
-        }
+            training_step=self.runtime["training_step"],
+            holdout=self.holdout_source.get("name"),
+            holdout_revision=self.holdout_source.get("revision"),
+            holdout_hash=self.holdout_hash,
+            k=self.settings["k"],
+            selection=self.settings["selection"],
+            layout=self.settings["layout"],
+            embedder=self.settings["embedder"],
+            chat_template_hash=self.renderer.template_hash,
+            settings=self.settings,
+        )
 
     # -- scoring ---------------------------------------------------------------------------
 

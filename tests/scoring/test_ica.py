@@ -228,3 +228,16 @@ def test_holdout_in_another_format_than_the_pool(holdout_rows, tiny_model, token
     pairs = Dataset.from_list([{"prompt": "Q?", "chosen": "A.", "rejected": "B."}])
     with pytest.raises(ValueError, match="holdout is SFT"):
         pairs.map(_scorer(holdout_rows, tiny_model, tokenizer), batched=True)
+
+
+def test_provenance_is_what_a_scored_version_accepts(holdout_rows, pool_rows, tiny_model,
+                                                     tokenizer):
+    from ica_hub.hub.versions import complete_provenance
+
+    for scorer in (_scorer(holdout_rows, tiny_model, tokenizer,
+                           holdout_source={"name": "org/holdout", "revision": "abc"}),
+                   LikelihoodScorer(tiny_model, tokenizer)):
+        provenance = complete_provenance(scorer.provenance())
+        assert provenance["scorer"] == scorer.name
+        assert provenance["model_weights_hash"]
+    assert provenance["k"] is None  # the plain scorer has no demonstrations
