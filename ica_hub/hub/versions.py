@@ -113,8 +113,12 @@ def version_tag(provenance: dict, content_hash_hex: str, config_name: str = "def
     parts = [str(provenance.get("scorer") or "scores"), model]
     if config_name != "default":
         parts.append(config_name)
-    parts += [f"k{provenance.get('k')}", f"step{provenance.get('training_step')}", created,
-              content_hash_hex[:8]]
+    # Only what applies: a plain-likelihood version has no k, a pre-training one no step.
+    if provenance.get("k") is not None:
+        parts.append(f"k{provenance['k']}")
+    if provenance.get("training_step") is not None:
+        parts.append(f"step{provenance['training_step']}")
+    parts += [created, content_hash_hex[:8]]
     return "_".join(_sanitize_ref_part(part) for part in parts)
 
 
