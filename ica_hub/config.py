@@ -200,7 +200,7 @@ def _all_option_paths(cls: type, prefix: str = "") -> list[str]:
 def _did_you_mean(key: str, prefix: str, known: list[str]) -> str:
     close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
     if close:
-        return f"did you mean {prefix}{close[0]!r}?"
+        return f"did you mean '{prefix}{close[0]}'?"
     # A key put in the wrong section: look for it under another one.
     elsewhere = [p for p in _all_option_paths(TrainRecipe) if p.split(".")[-1] == key]
     if elsewhere:
