@@ -13,15 +13,10 @@ another question (rejected). Their ``ica_score`` values are golden numbers writt
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
-import torch
-from datasets import Dataset
 
-DATA_DIR = Path(__file__).resolve().parents[1] / "data"
-SFT_DATA = DATA_DIR / "sft_qa.jsonl"
-PREFERENCE_DATA = DATA_DIR / "preference_qa.jsonl"
+from tests.training.helpers import PREFERENCE_DATA, SFT_DATA, load_rows
 
 os.environ.setdefault("TQDM_DISABLE", "1")
 
@@ -38,36 +33,11 @@ def tokenizer():
     return tok
 
 
-def tiny_model(tokenizer, seed: int = 0):
-    """A 2-layer Llama with hidden size 64 and the real tokenizer's vocabulary."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=1024,
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-    )
-    torch.manual_seed(seed)
-    return LlamaForCausalLM(config)
-
-
-def load_rows(path: Path, n: int | None = None) -> Dataset:
-    dataset = Dataset.from_json(str(path))
-    return dataset.select(range(n)) if n is not None else dataset
-
-
 @pytest.fixture
-def sft_rows() -> Dataset:
+def sft_rows():
     return load_rows(SFT_DATA)
 
 
 @pytest.fixture
-def preference_rows() -> Dataset:
+def preference_rows():
     return load_rows(PREFERENCE_DATA)

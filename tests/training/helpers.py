@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import torch
+from datasets import Dataset
 from transformers import TrainerCallback
 from trl import DPOTrainer, SFTTrainer
 from trl.experimental.cpo import CPOTrainer
@@ -12,7 +14,36 @@ from trl.experimental.cpo import CPOTrainer
 from ica_hub.config import WeightsConfig
 from ica_hub.training.trainers import TRAINERS, trl_config_class
 
+DATA_DIR = Path(__file__).resolve().parents[1] / "data"
+SFT_DATA = DATA_DIR / "sft_qa.jsonl"
+PREFERENCE_DATA = DATA_DIR / "preference_qa.jsonl"
+
 STOCK = {"sft": SFTTrainer, "dpo": DPOTrainer, "simpo": CPOTrainer}
+
+
+def tiny_model(tokenizer, seed: int = 0):
+    """A 2-layer Llama with hidden size 64 and the real tokenizer's vocabulary."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    torch.manual_seed(seed)
+    return LlamaForCausalLM(config)
+
+
+def load_rows(path: Path, n: int | None = None) -> Dataset:
+    dataset = Dataset.from_json(str(path))
+    return dataset.select(range(n)) if n is not None else dataset
 
 
 def trl_args(method: str, output_dir, **overrides):
