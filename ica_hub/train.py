@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
-
-from accelerate import PartialState
 
 from ica_hub.training.cli import add_recipe_arguments, run
 
@@ -17,7 +16,8 @@ def main(argv: list[str] | None = None) -> int:
     add_recipe_arguments(parser)
     args = parser.parse_args(argv)
     # Milestones on the main process only; the other processes report warnings and errors.
-    main_process = PartialState().is_main_process
+    # (RANK, set by torchrun, not PartialState: the trainer's arguments must create that first.)
+    main_process = int(os.environ.get("RANK", "0")) == 0
     logging.basicConfig(
         level=logging.INFO if main_process else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -11,7 +11,6 @@ import logging
 from pathlib import Path
 
 import torch
-from accelerate import PartialState
 from datasets import Dataset, load_dataset, load_from_disk
 
 from ica_hub.config import LoraConfig, TrainRecipe
@@ -58,7 +57,9 @@ def build_trl_args(recipe: TrainRecipe):
             "simpo_gamma": recipe.simpo.gamma_beta_ratio * recipe.simpo.beta,
         },
     }[recipe.method]
-    return trl_config_class(recipe.method)(**common, **method_args, **t.extra)
+    # Without an accelerator, train on CPU; this also lets two CPU processes join one gloo group.
+    use_cpu = not torch.accelerator.is_available()
+    return trl_config_class(recipe.method)(**common, **method_args, use_cpu=use_cpu, **t.extra)
 
 
 _SHARED_TRAINING_FIELDS = (
@@ -136,8 +137,8 @@ def build_trainer(recipe: TrainRecipe):
 
 def run_training(recipe: TrainRecipe) -> Path:
     """Train as the recipe says and save the model and tokenizer; return the output folder."""
-    state = PartialState()
     trainer = build_trainer(recipe)
+    state = trainer.accelerator
     t = recipe.training
     effective_batch = t.per_device_train_batch_size * t.gradient_accumulation_steps
     if state.is_main_process:
