@@ -41,3 +41,14 @@ def sft_rows():
 @pytest.fixture
 def preference_rows():
     return load_rows(PREFERENCE_DATA)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tokenizer, tmp_path_factory):
+    """The tiny model and the real tokenizer saved as a plain model folder, for recipe runs."""
+    from tests.training.helpers import tiny_model
+
+    path = tmp_path_factory.mktemp("tiny-llama")
+    tiny_model(tokenizer).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path

@@ -63,6 +63,7 @@ def trl_args(method: str, output_dir, **overrides):
         disable_tqdm=True,
         max_length=128,
         bf16=False,
+        use_cpu=True,  # also what lets two CPU processes form a gloo group
     )
     method_defaults = {
         "sft": {},
