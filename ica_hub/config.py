@@ -155,6 +155,15 @@ class TrainRecipe:
 
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> TrainRecipe:
     """Read a recipe file, apply ``key=value`` overrides, build and validate the recipe."""
+    return load_config(TrainRecipe, path, overrides, validate)
+
+
+def load_config(cls: type, path: str | Path, overrides: list[str] | None,
+                check: typing.Callable[[Any], list[str]]) -> Any:
+    """Any typed recipe: the YAML at ``path`` plus overrides, built as ``cls``, then ``check``ed.
+
+    Every problem (unknown keys, wrong types, what ``check`` finds) is raised in one RecipeError.
+    """
     text = Path(path).read_text()
     data = yaml.safe_load(text) or {}
     problems: list[str] = []
@@ -162,8 +171,8 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> TrainRe
         raise RecipeError([f"the file holds a {type(data).__name__}, not a mapping of options"], path)
     for override in overrides or []:
         _apply_override(data, override, problems)
-    recipe = _build(TrainRecipe, data, "", problems)
-    problems += validate(recipe)
+    recipe = _build(cls, data, "", problems, root=cls)
+    problems += check(recipe)
     if problems:
         raise RecipeError(problems, str(path))
     return recipe
@@ -197,18 +206,18 @@ def _all_option_paths(cls: type, prefix: str = "") -> list[str]:
     return paths
 
 
-def _did_you_mean(key: str, prefix: str, known: list[str]) -> str:
+def _did_you_mean(key: str, prefix: str, known: list[str], root: type | None = None) -> str:
     close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
     if close:
         return f"did you mean '{prefix}{close[0]}'?"
     # A key put in the wrong section: look for it under another one.
-    elsewhere = [p for p in _all_option_paths(TrainRecipe) if p.split(".")[-1] == key]
+    elsewhere = [p for p in _all_option_paths(root or TrainRecipe) if p.split(".")[-1] == key]
     if elsewhere:
         return f"it lives at {elsewhere[0]!r}"
     return f"known options here: {', '.join(known)}"
 
 
-def _build(cls: type, data: Any, prefix: str, problems: list[str]) -> Any:
+def _build(cls: type, data: Any, prefix: str, problems: list[str], root: type | None = None) -> Any:
     """Build dataclass ``cls`` from ``data``, appending a problem for each bad key or value."""
     if data is None:
         data = {}
@@ -221,10 +230,10 @@ def _build(cls: type, data: Any, prefix: str, problems: list[str]) -> Any:
     for key, value in data.items():
         option = f"{prefix}{key}"
         if key not in names:
-            problems.append(f"{option}: unknown option; {_did_you_mean(str(key), prefix, names)}")
+            problems.append(f"{option}: unknown option; {_did_you_mean(str(key), prefix, names, root)}")
             continue
         if dataclasses.is_dataclass(hints[key]):
-            values[key] = _build(hints[key], value, option + ".", problems)
+            values[key] = _build(hints[key], value, option + ".", problems, root)
             continue
         ok, converted = _convert(value, hints[key])
         if ok:
