@@ -217,7 +217,8 @@ def _did_you_mean(key: str, prefix: str, known: list[str], root: type | None = N
     return f"known options here: {', '.join(known)}"
 
 
-def _build(cls: type, data: Any, prefix: str, problems: list[str], root: type | None = None) -> Any:
+def _build(cls: type, data: Any, prefix: str, problems: list[str],
+           root: type | None = None) -> Any:
     """Build dataclass ``cls`` from ``data``, appending a problem for each bad key or value."""
     if data is None:
         data = {}
@@ -230,10 +231,11 @@ def _build(cls: type, data: Any, prefix: str, problems: list[str], root: type | 
     for key, value in data.items():
         option = f"{prefix}{key}"
         if key not in names:
-            problems.append(f"{option}: unknown option; {_did_you_mean(str(key), prefix, names, root)}")
+            hint = _did_you_mean(str(key), prefix, names, root)
+            problems.append(f"{option}: unknown option; {hint}")
             continue
         if dataclasses.is_dataclass(hints[key]):
-            values[key] = _build(hints[key], value, option + ".", problems, root)
+            values[key] = _build(hints[key], value, option + ".", problems, root=root)
             continue
         ok, converted = _convert(value, hints[key])
         if ok:

@@ -8,6 +8,7 @@ On every process: read the pool and the holdout, build the scorer, score this pr
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -32,9 +33,7 @@ def load_rows(spec: str, split: str, *, demo_split: str, revision: str | None = 
     """``demo``, a save_to_disk folder, a .json/.jsonl/.parquet file, or a Hub dataset repo."""
     path = Path(spec)
     if spec == DEMO:
-        from ica_hub.data.demo_data import build_demo_data
-
-        dataset = build_demo_data()[demo_split]
+        dataset = _demo_data()[demo_split]
         return dataset.to_iterable_dataset() if streaming else dataset
     if path.is_dir():
         dataset = load_from_disk(str(path))
@@ -47,6 +46,13 @@ def load_rows(spec: str, split: str, *, demo_split: str, revision: str | None = 
         return load_dataset(_FILE_BUILDERS[path.suffix], data_files=str(path), split="train",
                             streaming=streaming)
     return load_dataset(spec, revision=revision, split=split, streaming=streaming)
+
+
+@functools.cache
+def _demo_data():
+    from ica_hub.data.demo_data import build_demo_data
+
+    return build_demo_data()  # pool and holdout come from one build
 
 
 def _stream_key(recipe: ScoreRecipe) -> str:

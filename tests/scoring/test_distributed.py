@@ -7,7 +7,6 @@ with ``accelerate launch`` (gloo) and compare with the one-process result.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -15,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 from datasets import Dataset, load_from_disk
 
@@ -218,15 +218,19 @@ def test_sigkill_then_resume_recomputes_no_finished_shard(tiny_model_dir, holdou
                                                 **{"run.rows_per_shard": 1,
                                                    "run.batch_size": 1}))
 
-    # Kill every process of the launch as soon as a few shards are on disk.
+    # Kill every process of the launch as soon as a few shards are on disk. (torchrun starts
+    # its workers in sessions of their own: kill the whole tree, not the process group.)
     work = tmp_path / "out.work"
-    launch = subprocess.Popen(_launch_command(2, options), cwd=ROOT, start_new_session=True,
+    launch = subprocess.Popen(_launch_command(2, options), cwd=ROOT,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and launch.poll() is None:
-        shards = list(work.glob("*/shards/shard-*.arrow"))
-        if len(shards) >= 4:
-            os.killpg(launch.pid, signal.SIGKILL)
+        if len(list(work.glob("*/shards/shard-*.arrow"))) >= 4:
+            tree = [launch, *psutil.Process(launch.pid).children(recursive=True)]
+            for process in tree:
+                process.send_signal(signal.SIGKILL)
+            _, alive = psutil.wait_procs(tree[1:], timeout=30)
+            assert not alive
             break
         time.sleep(0.02)
     launch.wait()
