@@ -2,11 +2,12 @@
 
 Run from the repository root (results in benchmarks/RESULTS_distributed.md):
 
-    .venv/bin/python benchmarks/bench_distributed.py --rows 24
+    .venv/bin/python benchmarks/bench_distributed.py --rows 12 --rows-per-shard 2 \
+        --batch-size 2 --override scorer.max_length=512 scorer.max_demonstration_tokens=96
 
 The model is SmolLM2-135M's architecture at full size with random weights (scores are not the
 point; compute per token is the real model's). The pool and holdout are the ShareGPT demo data;
-scoring uses recipes/score.yaml unchanged apart from the row count and the shard plan.
+scoring uses recipes/score.yaml with the row count, the shard plan and any --override changed.
 
 Arms, each a fresh launch of the real entry point:
 
@@ -60,6 +61,7 @@ def run_arm(processes: int, threads: int, model: Path, output: Path, args) -> di
         f"model.name_or_path={model}", f"data.max_rows={args.rows}",
         f"run.output_dir={output}", f"run.rows_per_shard={args.rows_per_shard}",
         f"run.batch_size={args.batch_size}", f"run.torch_threads={threads}", "run.progress=false",
+        *args.override,
     ]
     entry = ["-m", "ica_hub.score", str(RECIPE), *overrides]
     if processes == 1:
@@ -68,6 +70,7 @@ def run_arm(processes: int, threads: int, model: Path, output: Path, args) -> di
         accelerate = str(Path(sys.executable).with_name("accelerate"))
         command = [accelerate, "launch", "--config_file", str(CPU_2PROC), "--num_processes",
                    str(processes), "--main_process_port", str(_free_port()), *entry]
+    load_before = os.getloadavg()[0]
     started = time.perf_counter()
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
     launch_seconds = time.perf_counter() - started
@@ -83,6 +86,8 @@ def run_arm(processes: int, threads: int, model: Path, output: Path, args) -> di
         "launch_seconds": launch_seconds,
         "peak_rss_mib": [round(p["peak_rss_bytes"] / 2**20) for p in run["processes"]],
         "shards_per_process": [len(p["shards_computed"]) for p in run["processes"]],
+        # Other users' load skews every figure: the 1-minute load average around the arm.
+        "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)],
     }
 
 
@@ -94,6 +99,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--cores", type=int, default=len(os.sched_getaffinity(0)))
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--override", nargs="*", default=[], metavar="key=value",
+                        help="recipe overrides for every arm, e.g. scorer.max_length=512")
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
     half = max(1, args.cores // 2)
@@ -111,11 +118,12 @@ def main() -> None:
         "ratio_2proc_vs_1proc_half_cores": two["rows_per_second"] / one_half["rows_per_second"],
     }
     print(f"| arm | rows/s (scoring) | score s | launch s | peak RSS per process (MiB) |"
-          f" shards per process |\n|---|---|---|---|---|---|")
+          f" shards per process | load before, after |\n|---|---|---|---|---|---|---|")
     for r in results:
         print(f"| {r['arm']} | {r['rows_per_second']:.3f} | {r['score_seconds']:.1f} | "
               f"{r['launch_seconds']:.1f} | {', '.join(map(str, r['peak_rss_mib']))} | "
-              f"{', '.join(map(str, r['shards_per_process']))} |")
+              f"{', '.join(map(str, r['shards_per_process']))} | "
+              f"{', '.join(map(str, r['load_average']))} |")
     print(f"\n2 processes / 1 process on the same {args.cores} cores: "
           f"{summary['ratio_2proc_vs_1proc_same_cores']:.2f}x")
     print(f"2 processes / 1 process on {half} core(s) (ideal 2.0): "

@@ -41,8 +41,10 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import torch
 import xxhash
 from datasets import Dataset, Features, IterableDataset, Value, concatenate_datasets
+from datasets.utils.tqdm import is_progress_bar_enabled
 
 from ica_hub.columns import EXAMPLE_ID
 
@@ -226,7 +228,7 @@ def score_dataset(
     dataset_key: str | None = None,
     num_rows: int | None = None,
     keep_work_dir: bool = False,
-    progress: bool = True,
+    progress: bool = True,  # off too when datasets' progress bars are disabled
     extra_files: dict[str, str] | None = None,
     state=None,
 ) -> ScoreRun | None:
@@ -288,7 +290,8 @@ def score_dataset(
 
     # Score: claim unfinished shards in order, write each one atomically.
     stats = ProcessStats(rank=state.process_index)
-    bar = _ProgressBar(plan, store, done_at_start, enabled=progress and state.is_main_process)
+    bar = _ProgressBar(plan, store, done_at_start,
+                       enabled=progress and state.is_main_process and is_progress_bar_enabled())
     reader = _BatchReader(dataset, plan, features)
     for index in range(plan.num_shards):
         if store.is_done(index) or not store.claim(run_id, index):
@@ -300,8 +303,6 @@ def score_dataset(
         stats.rows_scored += plan.bounds(index)[1] - plan.bounds(index)[0]
         stats.scoring_seconds += time.perf_counter() - shard_started
         bar.sync()
-    import torch
-
     stats.torch_threads = torch.get_num_threads()
     stats.peak_rss_bytes = _peak_rss_bytes()
     (store.stats / run_id).mkdir(parents=True, exist_ok=True)
@@ -312,7 +313,7 @@ def score_dataset(
 
     # Main: wait for every shard and every process's stats, then write one dataset in order.
     while len(store.done_indices() & set(range(plan.num_shards))) < plan.num_shards or \
-            len(os.listdir(store.stats / run_id)) < state.num_processes:
+            len(list((store.stats / run_id).glob("rank*.json"))) < state.num_processes:
         bar.sync()
         time.sleep(0.2)
     bar.close()

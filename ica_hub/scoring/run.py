@@ -57,12 +57,18 @@ def _demo_data():
 
 def _stream_key(recipe: ScoreRecipe) -> str:
     """What identifies a streamed pool in the resume key: its spec, and local files' stamps."""
+    from ica_hub.data.demo_data import BUILDER_NAME
+
     d = recipe.data
-    stamp = None
+    stamp = BUILDER_NAME if d.pool == DEMO else None
     path = Path(d.pool)
-    if path.exists():
+    if d.pool != DEMO and path.exists():
         files = sorted(path.rglob("*")) if path.is_dir() else [path]
         stamp = [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files if f.is_file()]
+    elif d.pool != DEMO and d.revision is None:
+        logger.warning("Streaming the Hub repo %s with no data.revision: a resumed run cannot "
+                       "tell whether the repo changed since its shards were written. Pin "
+                       "data.revision to a commit or tag.", d.pool)
     payload = json.dumps([d.pool, d.pool_split, d.revision, d.max_rows, stamp], default=str)
     return "stream-" + xxhash.xxh3_128(payload.encode()).hexdigest()
 

@@ -207,6 +207,17 @@ def test_n_processes_score_each_id_once_like_one(num_rows, num_processes, batch_
 
 
 @pytest.mark.slow
+def test_two_processes_on_a_stream_give_the_rows_of_one(tiny_model_dir, holdout_file,
+                                                        tmp_path):
+    pool = write_jsonl(tmp_path / "pool.jsonl", pool_rows(5))
+    _, reference = _score_here(recipe_overrides(tiny_model_dir, pool, holdout_file,
+                                                tmp_path / "one"))
+    _launch(2, recipe_overrides(tiny_model_dir, pool, holdout_file, tmp_path / "many",
+                                **{"data.streaming": "true"}))
+    _assert_same_rows(load_from_disk(tmp_path / "many"), reference)
+
+
+@pytest.mark.slow
 def test_sigkill_then_resume_recomputes_no_finished_shard(tiny_model_dir, holdout_file,
                                                           tmp_path):
     pool = write_jsonl(tmp_path / "pool.jsonl", pool_rows(32))
@@ -251,3 +262,32 @@ def test_sigkill_then_resume_recomputes_no_finished_shard(tiny_model_dir, holdou
         done_before_kill
     assert f"resumed: {len(done_before_kill)} of 32 shards already done" in finished.stderr
     _assert_same_rows(load_from_disk(tmp_path / "out"), reference)
+
+
+def test_recipe_push_and_cli_push_of_the_written_folder(tiny_model_dir, holdout_file,
+                                                         tmp_path):
+    import datasets
+    import huggingface_hub.constants as hf_constants
+
+    from ica_hub.hub.local import LocalHub, restore_hub_settings, use_hub
+    from ica_hub.hub.versions import load_scored, read_index
+
+    pool = write_jsonl(tmp_path / "pool.jsonl", pool_rows(3))
+    saved_caches = (hf_constants.HF_HUB_CACHE, datasets.config.HF_DATASETS_CACHE)
+    hf_constants.HF_HUB_CACHE = str(tmp_path / "hub-cache")
+    datasets.config.HF_DATASETS_CACHE = tmp_path / "datasets-cache"
+    with LocalHub(tmp_path / "hub-root") as hub:
+        previous = use_hub(hub.endpoint, hub.token)
+        try:
+            _, scored = _score_here(recipe_overrides(
+                tiny_model_dir, pool, holdout_file, tmp_path / "out",
+                **{"push.repo_id": "local/scored", "push.endpoint": hub.endpoint}))
+            versions = read_index("local/scored")["versions"]
+            assert len(versions) == 1 and versions[0]["provenance"]["k"] == 2
+            pushed = load_scored("local/scored")
+            assert pushed["ica_score"] == scored["ica_score"]
+            assert cli_main(["push", str(tmp_path / "out"), "local/again"]) == 0
+            assert read_index("local/again")["versions"][0]["provenance"]["scorer"] == "ica/v1"
+        finally:
+            restore_hub_settings(previous)
+            hf_constants.HF_HUB_CACHE, datasets.config.HF_DATASETS_CACHE = saved_caches
