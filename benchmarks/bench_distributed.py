@@ -25,6 +25,7 @@ import argparse
 import json
 import os
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -84,6 +85,8 @@ def run_arm(processes: int, threads: int, model: Path, output: Path, args) -> di
         "processes": processes, "threads": threads, "rows": rows,
         "score_seconds": run["wall_seconds"], "rows_per_second": rows / run["wall_seconds"],
         "launch_seconds": launch_seconds,
+        # Load-independent cost: CPU seconds (all threads) per row scored, over all processes.
+        "cpu_seconds_per_row": sum(p["scoring_cpu_seconds"] for p in run["processes"]) / rows,
         "peak_rss_mib": [round(p["peak_rss_bytes"] / 2**20) for p in run["processes"]],
         "shards_per_process": [len(p["shards_computed"]) for p in run["processes"]],
         # Other users' load skews every figure: the 1-minute load average around the arm.
@@ -98,6 +101,7 @@ def main() -> None:
     parser.add_argument("--rows-per-shard", type=int, default=4)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--cores", type=int, default=len(os.sched_getaffinity(0)))
+    parser.add_argument("--repeats", type=int, default=1, help="rounds of the three arms")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--override", nargs="*", default=[], metavar="key=value",
                         help="recipe overrides for every arm, e.g. scorer.max_length=512")
@@ -105,29 +109,38 @@ def main() -> None:
     sys.path.insert(0, str(ROOT))
     half = max(1, args.cores // 2)
 
+    arms = ((1, args.cores), (2, half), (1, half))
+    rounds = []
     with tempfile.TemporaryDirectory(prefix="bench_distributed_") as tmp:
         model = Path(tmp) / "smollm2-135m-random"
         build_random_model(model)
-        results = [run_arm(p, t, model, Path(tmp) / f"out-{p}x{t}", args)
-                   for p, t in ((1, args.cores), (2, half), (1, half))]
+        # Arms interleaved round by round, so a neighbour's load falls on all of them alike.
+        for round_index in range(args.repeats):
+            rounds.append([run_arm(p, t, model, Path(tmp) / f"out-{round_index}-{p}x{t}", args)
+                           for p, t in arms])
 
-    one_all, two, one_half = results
+    def median_rate(arm: int) -> float:
+        return statistics.median(r[arm]["rows_per_second"] for r in rounds)
+
     summary = {
-        "cores": args.cores, "rows": args.rows, "arms": results,
-        "ratio_2proc_vs_1proc_same_cores": two["rows_per_second"] / one_all["rows_per_second"],
-        "ratio_2proc_vs_1proc_half_cores": two["rows_per_second"] / one_half["rows_per_second"],
+        "cores": args.cores, "rows": args.rows, "rounds": rounds,
+        "ratio_2proc_vs_1proc_same_cores": median_rate(1) / median_rate(0),
+        "ratio_2proc_vs_1proc_half_cores": median_rate(1) / median_rate(2),
     }
-    print(f"| arm | rows/s (scoring) | score s | launch s | peak RSS per process (MiB) |"
-          f" shards per process | load before, after |\n|---|---|---|---|---|---|---|")
-    for r in results:
-        print(f"| {r['arm']} | {r['rows_per_second']:.3f} | {r['score_seconds']:.1f} | "
-              f"{r['launch_seconds']:.1f} | {', '.join(map(str, r['peak_rss_mib']))} | "
-              f"{', '.join(map(str, r['shards_per_process']))} | "
-              f"{', '.join(map(str, r['load_average']))} |")
-    print(f"\n2 processes / 1 process on the same {args.cores} cores: "
-          f"{summary['ratio_2proc_vs_1proc_same_cores']:.2f}x")
-    print(f"2 processes / 1 process on {half} core(s) (ideal 2.0): "
-          f"{summary['ratio_2proc_vs_1proc_half_cores']:.2f}x")
+    print(f"| round | arm | rows/s (scoring) | score s | CPU s per row | launch s | peak RSS per "
+          f"process (MiB) | shards per process | load before, after |\n"
+          f"|---|---|---|---|---|---|---|---|---|")
+    for round_index, results in enumerate(rounds):
+        for r in results:
+            print(f"| {round_index} | {r['arm']} | {r['rows_per_second']:.3f} | "
+                  f"{r['score_seconds']:.1f} | {r['cpu_seconds_per_row']:.1f} | "
+                  f"{r['launch_seconds']:.1f} | "
+                  f"{', '.join(map(str, r['peak_rss_mib']))} | "
+                  f"{', '.join(map(str, r['shards_per_process']))} | "
+                  f"{', '.join(map(str, r['load_average']))} |")
+    print(f"\nMedian over {args.repeats} round(s): 2 processes / 1 process on the same "
+          f"{args.cores} cores: {summary['ratio_2proc_vs_1proc_same_cores']:.2f}x; "
+          f"on {half} core(s) each (ideal 2.0): {summary['ratio_2proc_vs_1proc_half_cores']:.2f}x")
     if args.json:
         args.json.write_text(json.dumps(summary, indent=2))
 

@@ -76,6 +76,7 @@ class ProcessStats:
     shards_computed: list[int] = field(default_factory=list)
     rows_scored: int = 0
     scoring_seconds: float = 0.0
+    scoring_cpu_seconds: float = 0.0  # CPU time of all this process's threads while scoring
     peak_rss_bytes: int = 0
     torch_threads: int = 0
 
@@ -296,12 +297,13 @@ def score_dataset(
     for index in range(plan.num_shards):
         if store.is_done(index) or not store.claim(run_id, index):
             continue
-        shard_started = time.perf_counter()
+        shard_started, cpu_started = time.perf_counter(), time.process_time()
         _score_shard(scorer, reader, index, store, output_features, example_id_added,
                      state.process_index, bar)
         stats.shards_computed.append(index)
         stats.rows_scored += plan.bounds(index)[1] - plan.bounds(index)[0]
         stats.scoring_seconds += time.perf_counter() - shard_started
+        stats.scoring_cpu_seconds += time.process_time() - cpu_started
         bar.sync()
     stats.torch_threads = torch.get_num_threads()
     stats.peak_rss_bytes = _peak_rss_bytes()
@@ -331,6 +333,8 @@ def score_dataset(
     _save_atomic(scored, output_dir, files)
     if not keep_work_dir:
         shutil.rmtree(store.path, ignore_errors=True)
+        if work_root.is_dir() and not any(work_root.iterdir()):
+            work_root.rmdir()
     return run
 
 
