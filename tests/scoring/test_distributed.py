@@ -84,11 +84,13 @@ def test_recipe_run_matches_map_and_keeps_input_order(tiny_model_dir, holdout_fi
     assert not (tmp_path / "out.work" / run.key).exists()  # shards removed once written
 
 
-def test_rows_without_ids_get_the_row_index(tiny_model_dir, holdout_file, tmp_path):
+def test_cli_adds_row_index_ids_to_rows_without_them(tiny_model_dir, holdout_file, tmp_path):
     pool = write_jsonl(tmp_path / "pool.jsonl", pool_rows(3, with_ids=False))
-    run, scored = _score_here(recipe_overrides(tiny_model_dir, pool, holdout_file,
-                                               tmp_path / "out"))
-    assert run.example_id_added and scored["example_id"] == [0, 1, 2]
+    overrides = recipe_overrides(tiny_model_dir, pool, holdout_file, tmp_path / "out")
+    assert cli_main(["score", str(SCORE_RECIPE), *overrides]) == 0  # ica-hub score
+    run = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert run["example_id_added"]
+    assert load_from_disk(tmp_path / "out")["example_id"] == [0, 1, 2]
 
 
 def test_stream_gives_the_rows_of_the_dataset(tiny_model_dir, holdout_file, tmp_path):
