@@ -375,6 +375,22 @@ class ICAScorer:
                           f"{p}_num_tokens_{side}"]
         return names
 
+    def output_features(self, column_names: Sequence[str]):
+        """The ``datasets.Features`` of the columns a call adds, for rows with these columns."""
+        from datasets import Features, List, Value
+
+        p = self.settings["column_prefix"]
+
+        def feature(name: str):
+            if name == f"{p}_demonstrations":
+                return List(Value("int64"))
+            if name.startswith(f"{p}_num_"):
+                return Value("int64")
+            return Value("float64")
+
+        names = self._column_names(detect_format(list(column_names)))
+        return Features({**{name: feature(name) for name in names}, f"{p}_flag": Value("string")})
+
     def _empty_columns(self, num_rows: int, fmt: RowFormat) -> dict[str, list]:
         return {name: [None] * num_rows for name in self._column_names(fmt)}
 

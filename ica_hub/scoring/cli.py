@@ -1,0 +1,42 @@
+"""``ica-hub score <recipe>.yaml [key=value ...]``: parse the recipe, score, report."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+logger = logging.getLogger(__name__)
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "score",
+        help="score a training pool with ICA scores from a recipe",
+        description="Score a pool as a recipe describes and write one scored dataset (and push "
+        "it when the recipe names a repo). On several processes, run: accelerate launch "
+        "--config_file recipes/accelerate/<cfg>.yaml -m ica_hub.score <recipe>.yaml "
+        "[key=value ...]",
+    )
+    add_recipe_arguments(parser)
+    parser.set_defaults(func=run)
+
+
+def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("recipe", help="path to a scoring recipe (YAML), e.g. recipes/score.yaml")
+    parser.add_argument(
+        "overrides", nargs="*", metavar="key=value",
+        help="options on top of the recipe, e.g. data.max_rows=16 scorer.k=2",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from ica_hub.config import RecipeError
+    from ica_hub.scoring.recipe import load_score_recipe
+    from ica_hub.scoring.run import run_scoring
+
+    try:
+        recipe = load_score_recipe(args.recipe, args.overrides)
+    except RecipeError as error:
+        raise SystemExit(str(error)) from None
+    run_scoring(recipe)
+    return 0

@@ -1,0 +1,40 @@
+"""``ica-hub train <recipe>.yaml [key=value ...]``: parse the recipe, train, report."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+logger = logging.getLogger(__name__)
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "train",
+        help="train with example weights (SFT, DPO, SimPO) from a recipe",
+        description="Train with per-example loss weights as a recipe describes. Under several "
+        "processes, run: accelerate launch --config_file recipes/accelerate/<cfg>.yaml "
+        "-m ica_hub.train <recipe>.yaml [key=value ...]",
+    )
+    add_recipe_arguments(parser)
+    parser.set_defaults(func=run)
+
+
+def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("recipe", help="path to a training recipe (YAML)")
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="key=value",
+        help="options on top of the recipe, e.g. training.max_steps=10 weights.rule=rank",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from ica_hub.config import load_recipe
+    from ica_hub.training.run import run_training
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    output_dir = run_training(recipe)
+    logger.info("Model written to %s", output_dir)
+    return 0
