@@ -127,9 +127,9 @@ def main() -> None:
         "ratio_2proc_vs_1proc_same_cores": median_rate(1) / median_rate(0),
         "ratio_2proc_vs_1proc_half_cores": median_rate(1) / median_rate(2),
     }
-    print(f"| round | arm | rows/s (scoring) | score s | CPU s per row | launch s | peak RSS per "
-          f"process (MiB) | shards per process | load before, after |\n"
-          f"|---|---|---|---|---|---|---|---|---|")
+    print("| round | arm | rows/s (scoring) | score s | CPU s per row | launch s | peak RSS per "
+          "process (MiB) | shards per process | load before, after |\n"
+          "|---|---|---|---|---|---|---|---|---|")
     for round_index, results in enumerate(rounds):
         for r in results:
             print(f"| {round_index} | {r['arm']} | {r['rows_per_second']:.3f} | "

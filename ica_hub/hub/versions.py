@@ -419,7 +419,7 @@ def load_scored(
             if not entries:
                 raise ValueError(f"{repo_id} has no indexed version"
                                  + (f" of config {config_name!r}" if config_name else "")
-                                 + f"; push one with push_scored or pass version=<tag>.")
+                                 + "; push one with push_scored or pass version=<tag>.")
             version = entries[-1]["tag"]
             config_name = config_name or entries[-1]["config_name"]
         return load_dataset(repo_id, config_name, split=split, revision=version, token=token)

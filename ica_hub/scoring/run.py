@@ -18,7 +18,6 @@ import torch
 import xxhash
 from datasets import Dataset, IterableDataset, load_dataset, load_from_disk
 
-from ica_hub.columns import PROVENANCE_KEYS
 from ica_hub.hub.cli import PROVENANCE_FILENAME  # read by `ica-hub push DIR REPO`
 from ica_hub.scoring.distributed import ScoreRun, count_rows, score_dataset
 from ica_hub.scoring.recipe import DEMO, ScoreRecipe
@@ -88,17 +87,9 @@ def build_scorer(recipe: ScoreRecipe, device: str | None = None):
         demonstration_order=s.demonstration_order, max_length=s.max_length,
         max_demonstration_tokens=s.max_demonstration_tokens,
         max_tokens_per_batch=s.max_tokens_per_batch, embedder=s.embedder, device=device,
+        holdout_source={"name": "ica_hub demo data (ShareGPT, holdout split)"
+                        if d.holdout == DEMO else d.holdout},
     )
-
-
-def provenance_for(scorer, recipe: ScoreRecipe) -> dict:
-    """The scorer's provenance in the keys a scored version carries (``PROVENANCE_KEYS``)."""
-    provenance = scorer.provenance()
-    holdout = recipe.data.holdout
-    provenance["holdout"] = "ica_hub demo data (ShareGPT, holdout split)" if holdout == DEMO \
-        else holdout
-    provenance["holdout_revision"] = None
-    return {key: provenance.get(key) for key in PROVENANCE_KEYS}
 
 
 def _torch_threads(recipe: ScoreRecipe, num_local_processes: int) -> int:
@@ -142,7 +133,7 @@ def run_scoring(recipe: ScoreRecipe) -> ScoreRun | None:
         )
 
     # Score every shard once; the main process writes the dataset in input order.
-    provenance = provenance_for(scorer, recipe) if state.is_main_process else None
+    provenance = scorer.provenance() if state.is_main_process else None
     run = score_dataset(
         scorer, pool, r.output_dir, work_dir=r.work_dir, rows_per_shard=r.rows_per_shard,
         batch_size=r.batch_size, dataset_key=_stream_key(recipe) if d.streaming else None,
