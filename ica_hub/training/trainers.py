@@ -131,7 +131,7 @@ class _WeightedLossMixin:
             values, normalisers, self.weights_config, gather_object, self.accelerator.process_index
         )
         for batch, weights in zip(batch_samples, per_batch, strict=True):
-            batch[WEIGHTS_KEY] = torch.as_tensor(weights, dtype=torch.float32)
+            batch[WEIGHTS_KEY] = weights
         self._normaliser = normaliser
         self._skip_step = not normaliser > 0
         if per_batch:
@@ -145,7 +145,7 @@ class _WeightedLossMixin:
 
     def _row_values(self, batch: dict) -> np.ndarray:
         if self.score_table is None:
-            return batch[VALUES_KEY].numpy()
+            return batch[VALUES_KEY]
         return as_float_array([self.score_table.get(i) for i in batch[EXAMPLE_ID]])
 
     def _row_normalisers(self, batch: dict) -> np.ndarray:
@@ -162,7 +162,8 @@ class _WeightedLossMixin:
         if weights is None:  # evaluation: no effective batch, unweighted
             loss = losses.sum() / max(self._eval_denominator(inputs, losses), 1.0)
         else:
-            weighted_sum = (weights.to(losses.dtype) * losses).sum()
+            weights = torch.as_tensor(weights, dtype=losses.dtype, device=losses.device)
+            weighted_sum = (weights * losses).sum()
             # DDP averages gradients over processes: multiply back so the result is the sum.
             scale = self.accelerator.num_processes / self._normaliser if not self._skip_step else 0
             loss = weighted_sum * scale
