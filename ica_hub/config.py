@@ -159,7 +159,8 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> TrainRe
     data = yaml.safe_load(text) or {}
     problems: list[str] = []
     if not isinstance(data, dict):
-        raise RecipeError([f"the file holds a {type(data).__name__}, not a mapping of options"], path)
+        kind = type(data).__name__
+        raise RecipeError([f"the file holds a {kind}, not a mapping of options"], str(path))
     for override in overrides or []:
         _apply_override(data, override, problems)
     recipe = _build(TrainRecipe, data, "", problems)
@@ -213,7 +214,8 @@ def _build(cls: type, data: Any, prefix: str, problems: list[str]) -> Any:
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        problems.append(f"{prefix.rstrip('.') or 'recipe'} = {data!r}: expected a section of options")
+        section = prefix.rstrip(".") or "recipe"
+        problems.append(f"{section} = {data!r}: expected a section of options")
         return cls()
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]

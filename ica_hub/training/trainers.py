@@ -284,6 +284,11 @@ class WeightedDPOTrainer(_WeightedLossMixin, DPOTrainer):
         self._record_rewards(self.beta * chosen_logratios, self.beta * rejected_logratios)
         return losses
 
+    def compute_ref_log_probs(self, model, inputs):
+        # TRL's precompute pass (evaluate) collates with our collator: drop our keys first.
+        inputs = {k: v for k, v in inputs.items() if k not in PRIVATE_KEYS}
+        return super().compute_ref_log_probs(model, inputs)
+
     def _reference_logps(self, inputs) -> tuple[torch.Tensor, torch.Tensor]:
         if self.precompute_ref_logps:
             return inputs["ref_chosen_logps"], inputs["ref_rejected_logps"]
