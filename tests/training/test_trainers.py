@@ -45,11 +45,15 @@ UNIT_CASES = [
     ("sft", {"loss_reduction": "example"}, {"per_device_train_batch_size": 1}),
     ("dpo", {}, TWO_BY_TWO),
     ("simpo", {}, TWO_BY_TWO),
+    pytest.param("dpo", {}, {**TWO_BY_TWO, "precompute_ref_log_probs": True},
+                 marks=pytest.mark.slow),  # fmt: skip
 ]
 
 
 @pytest.mark.parametrize(
-    "method,trainer_kw,args", UNIT_CASES, ids=["sft-token", "sft-example", "dpo", "simpo"]
+    "method,trainer_kw,args",
+    UNIT_CASES,
+    ids=["sft-token", "sft-example", "dpo", "simpo", "dpo-precomputed-reference"],
 )
 def test_unit_weights_equal_stock_trl(method, trainer_kw, args, tokenizer, tmp_path):
     n = args["per_device_train_batch_size"] * args.get("gradient_accumulation_steps", 1)
