@@ -80,6 +80,9 @@ class RescoreConfig:
     # "module:function" returning the re-scoring callable: function(recipe, tokenizer) -> rescore,
     # where rescore(model, dataset) -> list[float | None] in dataset order.
     scorer: str | None = None
+    # Free-form settings for that factory (e.g. the holdout, k, or a scoring recipe's path); the
+    # factory reads them from recipe.rescore.options and validates them itself.
+    options: dict[str, Any] = field(default_factory=dict)
 
     @property
     def enabled(self) -> bool:

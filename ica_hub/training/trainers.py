@@ -54,6 +54,7 @@ from ica_hub.training.batch_weights import (
 
 logger = logging.getLogger(__name__)
 
+
 def trl_config_class(method: str) -> type:
     """The TRL config dataclass a method's trainer takes."""
     return {"sft": SFTConfig, "dpo": DPOConfig, "simpo": CPOConfig}[method]
@@ -231,7 +232,6 @@ class WeightedSFTTrainer(_WeightedLossMixin, SFTTrainer):
         if self.loss_reduction == "token":
             return nll_sum
         return nll_sum / outputs.label_mask.sum(dim=1).clamp(min=1)
-
 
     def _record_token_metrics(self, outputs) -> None:
         """TRL's entropy and token accuracy over response tokens, in one gather."""
