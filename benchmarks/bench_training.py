@@ -4,7 +4,9 @@ For each method (SFT, DPO, SimPO) the stock TRL trainer and the weighted one tra
 model from the same start on the same rows; runs alternate (stock, weighted, stock, ...) so
 drifts in machine load hit both. Reported: seconds per optimizer step (median over the timed
 steps, warm-up steps excluded), the ratio weighted / stock (target <= 1.03; re-scoring is not
-part of it), and the cost of one re-scoring pass as a fraction of one training epoch, with a
+part of it), the time the weighting itself adds to a step outside the model (collating the id
+and score columns, scores to weights; measured apart, so it does not drown in timing noise), and
+the cost of one re-scoring pass as a fraction of one training epoch, with a
 one-pass response log-likelihood scorer (the ICA scorer needs two passes with longer contexts).
 
     python benchmarks/bench_training.py                      # embedded SmolLM2-135M
@@ -75,7 +77,7 @@ def _synchronize() -> None:
         torch.cuda.synchronize()
 
 
-def time_one_run(method, weighted, model, tokenizer, dataset, options, output_dir) -> list[float]:
+def build(method, weighted, model, tokenizer, dataset, options, output_dir):
     args = trl_config_class(method)(
         output_dir=output_dir,
         max_steps=options.warmup + options.steps,
@@ -97,13 +99,39 @@ def time_one_run(method, weighted, model, tokenizer, dataset, options, output_di
     if method == "dpo":
         kwargs["ref_model"] = copy.deepcopy(model)
     if weighted:
-        trainer = TRAINERS[method](weights=WeightsConfig(source="score"), **kwargs)
-    else:
-        trainer = STOCK[method](**kwargs)
+        return TRAINERS[method](weights=WeightsConfig(source="score"), **kwargs)
+    return STOCK[method](**kwargs)
+
+
+def time_one_run(method, weighted, model, tokenizer, dataset, options, output_dir) -> list[float]:
+    trainer = build(method, weighted, model, tokenizer, dataset, options, output_dir)
     timer = StepTimer()
     trainer.add_callback(timer)
     trainer.train()
     return timer.seconds[options.warmup :]
+
+
+def weighting_ms_per_step(method, model, tokenizer, dataset, options, output_dir) -> float:
+    """What the weighted trainer adds to one optimizer step outside the model: collating the
+    id and score columns, and turning the step's scores into weights (repeated, then averaged)."""
+    trainer = build(method, True, model, tokenizer, dataset, options, output_dir)
+    loader = trainer.get_train_dataloader()
+    iterator = iter(loader)
+    batches = [next(iterator) for _ in range(options.grad_accum)]
+    rows = [trainer.train_dataset[i] for i in range(options.per_device)]
+    repeats = 200
+    start = time.perf_counter()
+    for _ in range(repeats):
+        for batch in batches:
+            trainer.data_collator(rows)  # the wrapper's share is measured with the inner collator
+        trainer._weigh_effective_batch(batches)
+    with_wrapper = time.perf_counter() - start
+    start = time.perf_counter()
+    for _ in range(repeats):
+        for batch in batches:
+            trainer.data_collator.inner(rows)
+    inner_only = time.perf_counter() - start
+    return 1000 * (with_wrapper - inner_only) / repeats
 
 
 def rescore_seconds(model, tokenizer, dataset) -> float:
@@ -129,7 +157,10 @@ def bench_method(method, model, tokenizer, options) -> dict:
     examples_per_step = options.per_device * options.grad_accum
     epoch_seconds = weighted * len(rows) / examples_per_step
     rescore = rescore_seconds(model, tokenizer, rows)
+    with tempfile.TemporaryDirectory() as tmp:
+        overhead_ms = weighting_ms_per_step(method, model, tokenizer, rows, options, tmp)
     return {
+        "weighting_ms_per_step": overhead_ms,
         "method": method,
         "stock_s_per_step": stock,
         "weighted_s_per_step": weighted,
@@ -173,12 +204,13 @@ def main(argv=None) -> None:
           f"max_length={options.max_length} steps={options.steps} warmup={options.warmup} "
           f"repeats={options.repeats}")  # fmt: skip
     print("| method | stock s/step | weighted s/step | ratio | timed steps | "
-          "re-score s/pass | re-score / epoch |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|")
+          "weighting ms/step | re-score s/pass | re-score / epoch |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|")
     for method in options.methods.split(","):
         r = bench_method(method, model, tokenizer, options)
         print(f"| {r['method']} | {r['stock_s_per_step']:.3f} | {r['weighted_s_per_step']:.3f} | "
-              f"{r['ratio']:.3f} | {r['timed_steps']} | {r['rescore_s_per_pass']:.2f} | "
+              f"{r['ratio']:.3f} | {r['timed_steps']} | {r['weighting_ms_per_step']:.2f} | "
+              f"{r['rescore_s_per_pass']:.2f} | "
               f"{r['rescore_fraction_of_epoch']:.1%} |", flush=True)  # fmt: skip
 
 
