@@ -33,10 +33,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
-from transformers import TrainerCallback  # noqa: E402
+from transformers import AutoTokenizer, TrainerCallback  # noqa: E402
 
 from ica_hub.config import WeightsConfig  # noqa: E402
-from ica_hub.models import load_model_and_tokenizer  # noqa: E402
+from ica_hub.models import embedded_model_dir, load_model_and_tokenizer  # noqa: E402
 from ica_hub.training.trainers import TRAINERS, trl_config_class  # noqa: E402
 from tests.training.helpers import (  # noqa: E402
     PREFERENCE_DATA,
@@ -175,7 +175,7 @@ def load_model(name: str, device: str):
     if name != "tiny":
         model, tokenizer = load_model_and_tokenizer(name, device=device)
         return model.train(), tokenizer
-    _, tokenizer = load_model_and_tokenizer(device=device)
+    tokenizer = AutoTokenizer.from_pretrained(embedded_model_dir())
     return tiny_model(tokenizer).to(device).train(), tokenizer
 
 
