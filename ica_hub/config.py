@@ -80,6 +80,9 @@ class RescoreConfig:
     # "module:function" returning the re-scoring callable: function(recipe, tokenizer) -> rescore,
     # where rescore(model, dataset) -> list[float | None] in dataset order.
     scorer: str | None = None
+    # Free-form settings for that factory (e.g. the holdout, k, or a scoring recipe's path); the
+    # factory reads them from recipe.rescore.options and validates them itself.
+    options: dict[str, Any] = field(default_factory=dict)
 
     @property
     def enabled(self) -> bool:
@@ -168,7 +171,8 @@ def load_config(cls: type, path: str | Path, overrides: list[str] | None,
     data = yaml.safe_load(text) or {}
     problems: list[str] = []
     if not isinstance(data, dict):
-        raise RecipeError([f"the file holds a {type(data).__name__}, not a mapping of options"], path)
+        kind = type(data).__name__
+        raise RecipeError([f"the file holds a {kind}, not a mapping of options"], str(path))
     for override in overrides or []:
         _apply_override(data, override, problems)
     recipe = _build(cls, data, "", problems, root=cls)
@@ -223,7 +227,8 @@ def _build(cls: type, data: Any, prefix: str, problems: list[str],
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        problems.append(f"{prefix.rstrip('.') or 'recipe'} = {data!r}: expected a section of options")
+        section = prefix.rstrip(".") or "recipe"
+        problems.append(f"{section} = {data!r}: expected a section of options")
         return cls()
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]

@@ -6,7 +6,7 @@ Three steps, each a function here:
    hold usable values; rows are named by their index in the dataset as given.
 2. ``KeepColumnsCollator``: TRL's collators only know their own keys, so the id and the
    weight/score column are taken out of each row before the inner collator runs and put back into
-   the batch beside its output (``example_id`` as a list, the values as a float64 tensor).
+   the batch beside its output (``example_id`` as a list, the values as a float64 array).
 3. ``effective_batch_weights``: the weights of every row of one optimizer step, over all micro-steps
    and all processes, and the normaliser ``sum_i w_i * d_i`` the loss is divided by.
 """
@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import torch
 
 from ica_hub.columns import EXAMPLE_ID
 from ica_hub.config import WeightsConfig
@@ -27,9 +26,10 @@ from ica_hub.weights import scores_to_weights
 
 logger = logging.getLogger(__name__)
 
-# Keys the collator adds to each batch; never passed to the model.
+# Keys the collator adds to each batch; never passed to the model. They hold numpy arrays, which
+# the Trainer neither moves to the device nor casts (DeepSpeed would cast tensors to bf16).
 VALUES_KEY = "ica_hub_values"  # float64 (batch,): raw weights or scores, NaN where missing
-WEIGHTS_KEY = "ica_hub_weights"  # float32 (batch,): example weights of this effective batch
+WEIGHTS_KEY = "ica_hub_weights"  # float64 (batch,): example weights of this effective batch
 PRIVATE_KEYS = (EXAMPLE_ID, VALUES_KEY, WEIGHTS_KEY)
 
 SCORE_COMMAND = "ica-hub score <recipe>.yaml"
@@ -113,9 +113,7 @@ class KeepColumnsCollator:
         if EXAMPLE_ID in examples[0]:
             batch[EXAMPLE_ID] = [ex[EXAMPLE_ID] for ex in examples]
         if self.value_column in examples[0]:
-            batch[VALUES_KEY] = torch.from_numpy(
-                as_float_array([ex[self.value_column] for ex in examples])
-            )
+            batch[VALUES_KEY] = as_float_array([ex[self.value_column] for ex in examples])
         return batch
 
 

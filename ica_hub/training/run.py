@@ -145,7 +145,9 @@ def run_training(recipe: TrainRecipe) -> Path:
         logger.info(
             "%s on %d rows: effective batch %d examples (%d per device x %d accumulation x %d "
             "processes), weights from %r (%s)",
-            recipe.method.upper(), len(trainer.train_dataset), effective_batch * state.num_processes,
+            recipe.method.upper(),
+            len(trainer.train_dataset),
+            effective_batch * state.num_processes,
             t.per_device_train_batch_size, t.gradient_accumulation_steps, state.num_processes,
             recipe.weights.column,
             recipe.weights.rule if recipe.weights.source == "score" else "as given",

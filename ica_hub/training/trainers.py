@@ -54,6 +54,7 @@ from ica_hub.training.batch_weights import (
 
 logger = logging.getLogger(__name__)
 
+
 def trl_config_class(method: str) -> type:
     """The TRL config dataclass a method's trainer takes."""
     return {"sft": SFTConfig, "dpo": DPOConfig, "simpo": CPOConfig}[method]
@@ -131,7 +132,7 @@ class _WeightedLossMixin:
             values, normalisers, self.weights_config, gather_object, self.accelerator.process_index
         )
         for batch, weights in zip(batch_samples, per_batch, strict=True):
-            batch[WEIGHTS_KEY] = torch.as_tensor(weights, dtype=torch.float32)
+            batch[WEIGHTS_KEY] = weights
         self._normaliser = normaliser
         self._skip_step = not normaliser > 0
         if per_batch:
@@ -145,7 +146,7 @@ class _WeightedLossMixin:
 
     def _row_values(self, batch: dict) -> np.ndarray:
         if self.score_table is None:
-            return batch[VALUES_KEY].numpy()
+            return batch[VALUES_KEY]
         return as_float_array([self.score_table.get(i) for i in batch[EXAMPLE_ID]])
 
     def _row_normalisers(self, batch: dict) -> np.ndarray:
@@ -162,7 +163,8 @@ class _WeightedLossMixin:
         if weights is None:  # evaluation: no effective batch, unweighted
             loss = losses.sum() / max(self._eval_denominator(inputs, losses), 1.0)
         else:
-            weighted_sum = (weights.to(losses.dtype) * losses).sum()
+            weights = torch.as_tensor(weights, dtype=losses.dtype, device=losses.device)
+            weighted_sum = (weights * losses).sum()
             # DDP averages gradients over processes: multiply back so the result is the sum.
             scale = self.accelerator.num_processes / self._normaliser if not self._skip_step else 0
             loss = weighted_sum * scale
@@ -225,10 +227,21 @@ class WeightedSFTTrainer(_WeightedLossMixin, SFTTrainer):
     def _per_example_losses(self, model, inputs) -> torch.Tensor:
         inputs["use_cache"] = False
         outputs = model(**inputs, fused_lm_head=True)
+        self._record_token_metrics(outputs)
         nll_sum = -outputs.log_probs.sum(dim=1)  # (batch,), log_probs are 0 on ignored labels
         if self.loss_reduction == "token":
             return nll_sum
         return nll_sum / outputs.label_mask.sum(dim=1).clamp(min=1)
+
+    def _record_token_metrics(self, outputs) -> None:
+        """TRL's entropy and token accuracy over response tokens, in one gather."""
+        totals = torch.stack([
+            outputs.label_mask.sum(), outputs.entropy.detach().sum(), outputs.is_top1.sum()
+        ]).float()  # fmt: skip
+        num_tokens, entropy, correct = self.accelerator.gather(totals).view(-1, 3).sum(0).tolist()
+        metrics = self._metrics["train" if self.model.training else "eval"]
+        metrics["entropy"].append(entropy / num_tokens if num_tokens else 0.0)
+        metrics["mean_token_accuracy"].append(correct / num_tokens if num_tokens else 0.0)
 
 
 def _num_response_tokens(labels: torch.Tensor) -> np.ndarray:
@@ -280,8 +293,14 @@ class WeightedDPOTrainer(_WeightedLossMixin, DPOTrainer):
         chosen_logratios = chosen_logps - ref_chosen_logps
         rejected_logratios = rejected_logps - ref_rejected_logps
         losses = -F.logsigmoid(self.beta * (chosen_logratios - rejected_logratios))
-        self._record_rewards(self.beta * chosen_logratios, self.beta * rejected_logratios)
+        rewards = self.beta * torch.stack([chosen_logratios, rejected_logratios])
+        self._record_pair_metrics(torch.stack([chosen_logps, rejected_logps]), rewards)
         return losses
+
+    def compute_ref_log_probs(self, model, inputs):
+        # TRL's precompute pass (evaluate) collates with our collator: drop our keys first.
+        inputs = {k: v for k, v in inputs.items() if k not in PRIVATE_KEYS}
+        return super().compute_ref_log_probs(model, inputs)
 
     def _reference_logps(self, inputs) -> tuple[torch.Tensor, torch.Tensor]:
         if self.precompute_ref_logps:
@@ -290,15 +309,17 @@ class WeightedDPOTrainer(_WeightedLossMixin, DPOTrainer):
         reference = self.ref_model if self.ref_model is not None else self.model
         return self.compute_ref_log_probs(reference, inputs)
 
-    def _record_rewards(self, chosen_rewards: torch.Tensor, rejected_rewards: torch.Tensor):
-        mode = "train" if self.model.training else "eval"
-        rewards = self.accelerator.gather(torch.stack([chosen_rewards, rejected_rewards]).detach())
-        chosen, rejected = rewards[0], rewards[1]
-        metrics = self._metrics[mode]
+    def _record_pair_metrics(self, logps: torch.Tensor, rewards: torch.Tensor) -> None:
+        """TRL's reward and log-prob metrics; logps and rewards are (2, B): chosen, rejected."""
+        gathered = self.accelerator.gather(torch.cat([logps, rewards]).detach().T).T  # (4, B_all)
+        logps, (chosen, rejected) = gathered[:2], gathered[2:]
+        metrics = self._metrics["train" if self.model.training else "eval"]
         metrics["rewards/chosen"].append(chosen.mean().item())
         metrics["rewards/rejected"].append(rejected.mean().item())
         metrics["rewards/accuracies"].append((chosen > rejected).float().mean().item())
         metrics["rewards/margins"].append((chosen - rejected).mean().item())
+        metrics["logps/chosen"].append(logps[0].mean().item())
+        metrics["logps/rejected"].append(logps[1].mean().item())
 
 
 def _dpo_problems(args) -> list[str]:

@@ -27,11 +27,12 @@ def make_loglik_rescorer(tokenizer):
     def rescore(model, dataset):
         scores = []
         for row in dataset:
+            prompt = row["prompt"]
             if "completion" in row:
-                scores.append(response_mean_logp(model, tokenizer, row["prompt"], row["completion"]))
+                scores.append(response_mean_logp(model, tokenizer, prompt, row["completion"]))
                 continue
-            chosen = response_mean_logp(model, tokenizer, row["prompt"], row["chosen"])
-            rejected = response_mean_logp(model, tokenizer, row["prompt"], row["rejected"])
+            chosen = response_mean_logp(model, tokenizer, prompt, row["chosen"])
+            rejected = response_mean_logp(model, tokenizer, prompt, row["rejected"])
             scores.append(None if chosen is None or rejected is None else chosen - rejected)
         return scores
 

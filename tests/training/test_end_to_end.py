@@ -57,3 +57,23 @@ def test_recipe_with_rescoring_runs(tiny_model_dir, tmp_path, caplog):
 def test_recipe_with_lora_writes_an_adapter(tiny_model_dir, tmp_path):
     _train("sft", tiny_model_dir, tmp_path / "out", "lora.enabled=true", "lora.r=4")
     assert (tmp_path / "out" / "adapter_config.json").exists()
+
+
+@pytest.mark.parametrize("kind", ["jsonl", "parquet", "save_to_disk"])
+def test_recipe_data_from_a_local_file_or_folder(kind, tmp_path):
+    from ica_hub.config import TrainRecipe
+    from ica_hub.training.run import load_train_dataset
+    from tests.training.helpers import SFT_DATA, load_rows
+
+    rows = load_rows(SFT_DATA)
+    path = {"jsonl": SFT_DATA, "parquet": tmp_path / "rows.parquet",
+            "save_to_disk": tmp_path / "rows"}[kind]  # fmt: skip
+    if kind == "parquet":
+        rows.to_parquet(str(path))
+    elif kind == "save_to_disk":
+        rows.save_to_disk(str(path))
+    recipe = TrainRecipe()
+    recipe.data.train, recipe.data.max_rows = str(path), 5
+    loaded = load_train_dataset(recipe)
+    assert loaded["example_id"] == rows["example_id"][:5]
+    assert loaded["ica_score"] == rows["ica_score"][:5]

@@ -29,16 +29,18 @@ from tests.training.helpers import (
 
 
 def test_scores_become_weights_over_every_process_and_micro_step():
-    scores = {0: [np.array([1.0, 3.0]), np.array([2.0])], 1: [np.array([5.0, 4.0]), np.array([0.0])]}
-    normalisers = {rank: [np.ones(len(v)) for v in values] for rank, values in scores.items()}
-    payload = {rank: (np.concatenate(scores[rank]), np.concatenate(normalisers[rank])) for rank in scores}
+    # rank -> its micro-batches' scores
+    scores = {0: [np.array([1.0, 3.0]), np.array([2.0])], 1: [np.array([5.0, 4.0]), np.array([0])]}
+    ones = {rank: [np.ones(len(v)) for v in values] for rank, values in scores.items()}
+    payload = [(np.concatenate(scores[r]), np.concatenate(ones[r])) for r in (0, 1)]
 
     def gather(item):  # what accelerate's gather_object returns: every rank's item in order
-        return [payload[0], payload[1]]
+        return payload
 
     expected = scores_to_weights([1, 3, 2, 5, 4, 0])  # min-max over all six rows
-    weights0, normaliser = effective_batch_weights(scores[0], normalisers[0], WeightsConfig(), gather, 0)
-    weights1, _ = effective_batch_weights(scores[1], normalisers[1], WeightsConfig(), gather, 1)
+    config = WeightsConfig()
+    weights0, normaliser = effective_batch_weights(scores[0], ones[0], config, gather, 0)
+    weights1, _ = effective_batch_weights(scores[1], ones[1], config, gather, 1)
     np.testing.assert_allclose(np.concatenate(weights0 + weights1), expected)
     assert [len(w) for w in weights0] == [2, 1]
     assert normaliser == pytest.approx(expected.sum())

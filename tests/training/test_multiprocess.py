@@ -45,8 +45,11 @@ def test_accelerate_launch_runs_the_recipe_from_this_tree(tmp_path, tiny_model_d
         f"model.name_or_path={tiny_model_dir}", f"data.train={ROOT / 'tests/data/sft_qa.jsonl'}",
         "training.max_steps=1", "training.per_device_train_batch_size=2",
         f"training.output_dir={tmp_path / 'out'}",
+        "rescore.num_rescores=1", "rescore.scorer=tests.training.scorers:make_rescorer",
     ])  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     # ica_hub is not installed in the environment: this line can only come from this tree
     assert "effective batch 8 examples (2 per device x 2 accumulation x 2 processes)" in done.stderr
+    # each process scored half of the 32 rows; the scores were gathered into one table
+    assert "Re-scored 32 rows at step 0" in done.stderr
     assert (tmp_path / "out" / "config.json").exists()

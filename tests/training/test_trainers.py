@@ -37,18 +37,23 @@ def run(method, tokenizer, dataset, tmp_path, weighted=True, weights=None, train
 
 # ---- All weights 1: the stock TRL trainer's loss and gradients ----
 
+TWO_BY_TWO = {"per_device_train_batch_size": 2, "gradient_accumulation_steps": 2}
 UNIT_CASES = [
     # SFT "token": every response token counts once, like TRL, for any batch shape.
-    ("sft", {"loss_reduction": "token"}, {"per_device_train_batch_size": 4, "gradient_accumulation_steps": 2}),
+    ("sft", {"loss_reduction": "token"}, {**TWO_BY_TWO, "per_device_train_batch_size": 4}),
     # SFT "example" (mean NLL per example) equals TRL's token mean when a batch holds one example.
     ("sft", {"loss_reduction": "example"}, {"per_device_train_batch_size": 1}),
-    ("dpo", {}, {"per_device_train_batch_size": 2, "gradient_accumulation_steps": 2}),
-    ("simpo", {}, {"per_device_train_batch_size": 2, "gradient_accumulation_steps": 2}),
-]  # fmt: skip
+    ("dpo", {}, TWO_BY_TWO),
+    ("simpo", {}, TWO_BY_TWO),
+    pytest.param("dpo", {}, {**TWO_BY_TWO, "precompute_ref_log_probs": True},
+                 marks=pytest.mark.slow),  # fmt: skip
+]
 
 
 @pytest.mark.parametrize(
-    "method,trainer_kw,args", UNIT_CASES, ids=["sft-token", "sft-example", "dpo", "simpo"]
+    "method,trainer_kw,args",
+    UNIT_CASES,
+    ids=["sft-token", "sft-example", "dpo", "simpo", "dpo-precomputed-reference"],
 )
 def test_unit_weights_equal_stock_trl(method, trainer_kw, args, tokenizer, tmp_path):
     n = args["per_device_train_batch_size"] * args.get("gradient_accumulation_steps", 1)
