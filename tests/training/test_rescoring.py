@@ -103,3 +103,38 @@ def test_rescoring_refuses_an_example_weight_source(tokenizer, tmp_path):
     trainer.weights_config = WeightsConfig(source="weight")
     with pytest.raises(ValueError, match="use weights.source='score'"):
         RescoreCallback(trainer, make_loglik_rescorer(tokenizer), dataset)
+
+
+def test_the_ica_rescorer_plugs_into_training(tokenizer, tmp_path):
+    """make_rescorer (the ICA scorer on the in-memory model) as the callback's scorer."""
+    from types import SimpleNamespace
+
+    from ica_hub.config import RecipeError, RescoreConfig
+    from ica_hub.scoring import make_rescorer
+
+    rows = load_rows(SFT_DATA)
+    holdout = tmp_path / "holdout.jsonl"
+    rows.select(range(20, 24)).select_columns(["prompt", "completion"]).to_json(str(holdout))
+    score_recipe = tmp_path / "score.yaml"
+    score_recipe.write_text(f"data:\n  holdout: {holdout}\nscorer:\n  k: 2\n  max_length: 256\n")
+    recipe = SimpleNamespace(rescore=RescoreConfig(options={"score_recipe": str(score_recipe)}))
+
+    dataset = rows.select(range(8))
+    trainer = _trainer(tokenizer, tmp_path, dataset, max_steps=2)
+    tables = []
+    rescore = make_rescorer(recipe, tokenizer)
+
+    def recording_rescore(model, batch_rows):
+        scores = rescore(model, batch_rows)
+        tables.append(scores)
+        return scores
+
+    trainer.add_callback(RescoreCallback(trainer, recording_rescore, dataset, every_n_steps=1))
+    trainer.train()
+    assert len(tables) == 2 and all(len(t) == 8 for t in tables)
+    assert all(isinstance(s, float) and math.isfinite(s) for t in tables for s in t)
+    assert tables[0] != tables[1]  # the model moved, so did its ICA scores
+
+    bad = SimpleNamespace(rescore=RescoreConfig(options={"holdout": "x"}))
+    with pytest.raises(RecipeError, match="score_recipe is missing"):
+        make_rescorer(bad, tokenizer)
