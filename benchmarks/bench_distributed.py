@@ -1,6 +1,6 @@
 """Two scoring processes against one, on the same cores: throughput ratio and peak memory.
 
-Run from the repository root (results in benchmarks/RESULTS_distributed.md):
+Run from the repository root (results in benchmarks/RESULTS.md):
 
     .venv/bin/python benchmarks/bench_distributed.py --rows 12 --rows-per-shard 2 \
         --batch-size 2 --override scorer.max_length=512 scorer.max_demonstration_tokens=96
