@@ -47,7 +47,14 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, FileNotFoundError, FileExistsError, OverflowError, OSError) as error:
+        # User errors: the message names the problem and the fix; -v shows the traceback.
+        if args.verbose:
+            raise
+        print(f"ica-hub {args.command}: error: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

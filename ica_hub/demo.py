@@ -53,13 +53,34 @@ def summarise(scored, columns: dict[str, str]) -> str:
     return "\n".join(lines)
 
 
+def check_args(args: argparse.Namespace) -> None:
+    """Every bad option at once, before anything is built or loaded."""
+    problems = []
+    if args.pool_size < 8:
+        problems.append(f"--pool-size {args.pool_size}: needs at least 8 rows (every row kind)")
+    if args.k < 1:
+        problems.append(f"--k {args.k}: needs at least 1 demonstration")
+    if args.holdout_size < max(args.k, 1):
+        problems.append(f"--holdout-size {args.holdout_size}: needs at least k={args.k} rows")
+    if args.max_length < 64:
+        problems.append(f"--max-length {args.max_length}: too short for a prompt and an answer; "
+                        "use 512 or more")
+    if args.max_demonstration_tokens < 1:
+        problems.append("--max-demonstration-tokens must be at least 1")
+    if problems:
+        raise ValueError("Invalid demo options:\n  " + "\n  ".join(problems))
+
+
 def run_demo(args: argparse.Namespace) -> int:
     from ica_hub.scoring import ICAScorer
 
+    check_args(args)
     output = Path(args.output)
     started = time.perf_counter()
+    # Only the holdout and the pool are used here: no test rows or preference pairs.
     data_config = replace(DemoDataConfig(), num_pool=args.pool_size, num_holdout=args.holdout_size,
-                          max_answer_chars=args.max_answer_chars)
+                          max_answer_chars=args.max_answer_chars, num_test=0, num_pairs=0,
+                          num_pairs_test=0)
     logger.info("Step 1/3: building real demo data from ShareGPT (%d pool rows, %d holdout)",
                 data_config.num_pool, data_config.num_holdout)
     data = build_demo_data(data_config)

@@ -94,9 +94,18 @@ def _convert_gguf(source: Path, destination: Path) -> None:
 
 
 def resolve_model_path(name_or_path: str) -> str:
-    """Map the embedded name to its converted folder; return anything else unchanged."""
+    """Map the embedded name to its converted folder; return anything else unchanged.
+
+    A name written as a path (``./x``, ``/x``, ``~/x``) must exist: otherwise transformers would
+    read it as a malformed Hub id and say so, which hides the real problem.
+    """
     if name_or_path == EMBEDDED_MODEL:
         return str(embedded_model_dir())
+    if name_or_path.startswith((".", "/", "~")) and not Path(name_or_path).expanduser().exists():
+        raise FileNotFoundError(
+            f"Model folder {name_or_path!r} does not exist: give an existing folder, a Hub id, "
+            f"or {EMBEDDED_MODEL!r} for the embedded default."
+        )
     return name_or_path
 
 

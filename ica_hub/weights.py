@@ -51,6 +51,10 @@ def scores_to_weights(
         raise ValueError(f"Unknown weight rule {rule!r}: choose one of {', '.join(WEIGHT_RULES)}.")
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}.")
+    if negative not in ("keep", "zero"):
+        raise ValueError(f"negative={negative!r}: choose 'keep' or 'zero'.")
+    if missing not in ("zero", "error"):
+        raise ValueError(f"missing={missing!r}: choose 'zero' or 'error'.")
     values = _as_array(scores)
     if np.isinf(values).any():
         rows = np.flatnonzero(np.isinf(values)).tolist()

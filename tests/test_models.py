@@ -53,3 +53,8 @@ def test_two_processes_converting_at_once_share_one_good_folder(tmp_path):
     assert len(paths) == 1
     leftovers = [p.name for p in (tmp_path / "models").iterdir() if p.name.startswith(".convert")]
     assert leftovers == []
+
+
+def test_a_missing_local_path_says_so():
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        resolve_model_path("./no/such/model")

@@ -49,3 +49,10 @@ def test_selections_keep_dataset_order_and_skip_missing():
     np.testing.assert_array_equal(select_threshold(scores, 0.5), [0, 2, 4])
     with pytest.raises(ValueError, match="fraction"):
         select_top_fraction(scores, 0)
+
+
+def test_bad_policies_are_named():
+    with pytest.raises(ValueError, match="negative='nope'"):
+        scores_to_weights([1.0], negative="nope")
+    with pytest.raises(ValueError, match="missing='drop'"):
+        scores_to_weights([1.0], missing="drop")
