@@ -60,12 +60,27 @@ def _serve(args: argparse.Namespace) -> int:
     from ica_hub.hub.auth import ensure_write_token
     from ica_hub.hub.server import serve
 
+    _check_port_free(args.host, args.port)
     token = ensure_write_token(args.root)
     endpoint = f"http://{args.host}:{args.port}"
     print(f"Serving dataset repos from {args.root} on {endpoint}. Point clients at it with:\n"
           f"  export HF_ENDPOINT={endpoint} HF_HUB_DISABLE_XET=1 HF_TOKEN={token}", flush=True)
     serve(args.root, host=args.host, port=args.port)
     return 0
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """Fail before printing the client settings when the server could not start anyway."""
+    import socket
+
+    if not 0 <= port <= 65535:
+        raise ValueError(f"--port {port}: a port is a number from 0 to 65535")
+    with socket.socket() as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            raise OSError(f"cannot listen on {host}:{port} ({error.strerror}): "
+                          "pick another --port or stop what uses it") from None
 
 
 def _token(args: argparse.Namespace) -> int:
