@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 # Modules that add sub-commands, in the order they appear in ``ica-hub --help``.
@@ -37,6 +38,31 @@ def build_parser() -> argparse.ArgumentParser:
             continue
         module.register(subparsers)
     return parser
+
+
+def add_recipe_arguments(parser: argparse.ArgumentParser, recipe_help: str,
+                         example_overrides: str) -> None:
+    """The ``<recipe>.yaml [key=value ...]`` arguments shared by the recipe commands."""
+    parser.add_argument("recipe", help=recipe_help)
+    parser.add_argument("overrides", nargs="*", metavar="key=value",
+                        help=f"options on top of the recipe, e.g. {example_overrides}")
+
+
+def module_main(prog: str, description: str, add_arguments, run,
+                argv: list[str] | None = None) -> int:
+    """``python -m ica_hub.<entry>`` under ``accelerate launch``: log milestones on the main
+    process only (RANK, set by torchrun, rather than PartialState, which the trainer's
+    arguments must be the first to create); the other processes report warnings and errors."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    main_process = int(os.environ.get("RANK", "0")) == 0
+    logging.basicConfig(
+        level=logging.INFO if main_process else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    return run(args)
 
 
 def main(argv: list[str] | None = None) -> int:

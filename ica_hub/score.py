@@ -3,26 +3,14 @@
 
 from __future__ import annotations
 
-import argparse
-import logging
-import os
 import sys
 
-from ica_hub.scoring.cli import add_recipe_arguments, run
+from ica_hub.cli import module_main
+from ica_hub.scoring.cli import add_arguments, run
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ica_hub.score", description=__doc__)
-    add_recipe_arguments(parser)
-    args = parser.parse_args(argv)
-    # Milestones on the main process only (RANK is set by torchrun); others warn and fail.
-    main_process = int(os.environ.get("RANK", "0")) == 0
-    logging.basicConfig(
-        level=logging.INFO if main_process else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-    )
-    return run(args)
+    return module_main("python -m ica_hub.score", __doc__, add_arguments, run, argv)
 
 
 if __name__ == "__main__":

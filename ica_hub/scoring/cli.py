@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import logging
 
+from ica_hub.cli import add_recipe_arguments
+
 logger = logging.getLogger(__name__)
 
 
@@ -17,16 +19,13 @@ def register(subparsers) -> None:
         "--config_file recipes/accelerate/<cfg>.yaml -m ica_hub.score <recipe>.yaml "
         "[key=value ...]",
     )
-    add_recipe_arguments(parser)
+    add_arguments(parser)
     parser.set_defaults(func=run)
 
 
-def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("recipe", help="path to a scoring recipe (YAML), e.g. recipes/score.yaml")
-    parser.add_argument(
-        "overrides", nargs="*", metavar="key=value",
-        help="options on top of the recipe, e.g. data.max_rows=16 scorer.k=2",
-    )
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_recipe_arguments(parser, "path to a scoring recipe (YAML), e.g. recipes/score.yaml",
+                         "data.max_rows=16 scorer.k=2")
 
 
 def run(args: argparse.Namespace) -> int:

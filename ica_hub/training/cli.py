@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import logging
 
+from ica_hub.cli import add_recipe_arguments
+
 logger = logging.getLogger(__name__)
 
 
@@ -16,18 +18,13 @@ def register(subparsers) -> None:
         "processes, run: accelerate launch --config_file recipes/accelerate/<cfg>.yaml "
         "-m ica_hub.train <recipe>.yaml [key=value ...]",
     )
-    add_recipe_arguments(parser)
+    add_arguments(parser)
     parser.set_defaults(func=run)
 
 
-def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("recipe", help="path to a training recipe (YAML)")
-    parser.add_argument(
-        "overrides",
-        nargs="*",
-        metavar="key=value",
-        help="options on top of the recipe, e.g. training.max_steps=10 weights.rule=rank",
-    )
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_recipe_arguments(parser, "path to a training recipe (YAML), e.g. recipes/sft.yaml",
+                         "training.max_steps=10 weights.rule=rank")
 
 
 def run(args: argparse.Namespace) -> int:
