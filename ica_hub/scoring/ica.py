@@ -70,7 +70,8 @@ def _parse_all(rows, what: str) -> tuple[RowFormat, list]:
         else:
             parsed.append(result)
     if problems:
-        raise ValueError(f"The {what} has rows that cannot be used:\n  " + "\n  ".join(problems[:20]))
+        raise ValueError(f"The {what} has rows that cannot be used:\n  "
+                         + "\n  ".join(problems[:20]))
     return fmt, parsed
 
 
@@ -118,7 +119,8 @@ class ICAScorer:
         # Where the holdout came from, for provenance: {"name": repo id or path, "revision": ...}
         self.holdout_source = dict(holdout_source or {})
         self._holdout_rows = [dict(row) for row in holdout]
-        self._pool_rows = [dict(row) for row in baseline_pool] if baseline_pool is not None else None
+        self._pool_rows = ([dict(row) for row in baseline_pool]
+                           if baseline_pool is not None else None)
         self._validate()
         self.holdout_format, self.holdout = _parse_all(self._holdout_rows, "holdout")
         if len(self.holdout) < k:

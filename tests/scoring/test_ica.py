@@ -167,7 +167,8 @@ def test_bad_rows_keep_their_place_with_a_null_score_and_a_reason(holdout_rows, 
 
 
 def test_messages_with_non_string_content_are_flagged(holdout_rows, tiny_model, tokenizer):
-    rows = [{"messages": [{"role": "user", "content": "Q?"}, {"role": "assistant", "content": "A"}]},
+    rows = [{"messages": [{"role": "user", "content": "Q?"},
+                          {"role": "assistant", "content": "A"}]},
             {"messages": [{"role": "user", "content": "Q?"},
                           {"role": "assistant", "content": None}]}]
     # Arrow needs one type per column; a null content is the realistic non-string case.
