@@ -43,12 +43,13 @@ def make_tiny_model(tokenizer, seed: int = 0):
     """A 2-layer Llama with random weights and the real tokenizer's vocabulary: fast and exact."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    torch.manual_seed(seed)
     config = LlamaConfig(
         vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
-        tie_word_embeddings=True,
+        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
     )
+    torch.manual_seed(seed)
     model = LlamaForCausalLM(config).eval()
     model.config.name_or_path = f"tiny-llama-seed{seed}"
     return model
@@ -57,6 +58,15 @@ def make_tiny_model(tokenizer, seed: int = 0):
 @pytest.fixture()
 def tiny_model(tokenizer):
     return make_tiny_model(tokenizer)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tokenizer, tmp_path_factory):
+    """The tiny model and the real tokenizer as a plain model folder, loaded by path."""
+    path = tmp_path_factory.mktemp("tiny-llama")
+    make_tiny_model(tokenizer).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import HOLDOUT, make_tiny_model
+from tests.conftest import HOLDOUT
 
 ROOT = Path(__file__).resolve().parents[2]
 SFT_QA = ROOT / "tests" / "data" / "sft_qa.jsonl"
@@ -40,14 +40,6 @@ def recipe_overrides(model_dir, pool: Path, holdout: Path, output_dir: Path,
         "run.rows_per_shard": 2, "run.batch_size": 2, "run.progress": "false", **options,
     }
     return [f"{key}={value}" for key, value in values.items()]
-
-
-@pytest.fixture(scope="session")
-def tiny_model_dir(tokenizer, tmp_path_factory):
-    path = tmp_path_factory.mktemp("tiny-llama")
-    make_tiny_model(tokenizer).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
 
 
 @pytest.fixture()

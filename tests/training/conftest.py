@@ -21,18 +21,6 @@ from tests.training.helpers import PREFERENCE_DATA, SFT_DATA, load_rows
 os.environ.setdefault("TQDM_DISABLE", "1")
 
 
-@pytest.fixture(scope="session")
-def tokenizer():
-    from transformers import AutoTokenizer
-
-    from ica_hub.models import embedded_model_dir
-
-    tok = AutoTokenizer.from_pretrained(embedded_model_dir())
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token
-    return tok
-
-
 @pytest.fixture
 def sft_rows():
     return load_rows(SFT_DATA)
@@ -41,14 +29,3 @@ def sft_rows():
 @pytest.fixture
 def preference_rows():
     return load_rows(PREFERENCE_DATA)
-
-
-@pytest.fixture(scope="session")
-def tiny_model_dir(tokenizer, tmp_path_factory):
-    """The tiny model and the real tokenizer saved as a plain model folder, for recipe runs."""
-    from tests.training.helpers import tiny_model
-
-    path = tmp_path_factory.mktemp("tiny-llama")
-    tiny_model(tokenizer).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path

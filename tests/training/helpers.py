@@ -22,23 +22,10 @@ STOCK = {"sft": SFTTrainer, "dpo": DPOTrainer, "simpo": CPOTrainer}
 
 
 def tiny_model(tokenizer, seed: int = 0):
-    """A 2-layer Llama with hidden size 64 and the real tokenizer's vocabulary."""
-    from transformers import LlamaConfig, LlamaForCausalLM
+    """The suite's tiny Llama (tests/conftest.py), in training mode as TRL expects."""
+    from tests.conftest import make_tiny_model
 
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=1024,
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-    )
-    torch.manual_seed(seed)
-    return LlamaForCausalLM(config)
+    return make_tiny_model(tokenizer, seed).train()
 
 
 def load_rows(path: Path, n: int | None = None) -> Dataset:
