@@ -1,0 +1,37 @@
+"""Rows shared by the evaluation tests: the first rows of tests/data's real Q/A files.
+
+``sft_qa.jsonl`` holds 32 short question/answer rows, ``preference_qa.jsonl`` pairs of a real
+answer against an answer to another question. The model is the tiny 2-layer Llama of
+``tests/conftest.py`` (random weights), so values are exact but say nothing about quality.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from datasets import Dataset
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+
+
+def read_rows(name: str, num_rows: int, keep: tuple[str, ...]) -> list[dict]:
+    lines = (DATA / name).read_text().splitlines()[:num_rows]
+    return [{key: json.loads(line)[key] for key in keep} for line in lines]
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+@pytest.fixture()
+def test_rows() -> Dataset:
+    return Dataset.from_list(read_rows("sft_qa.jsonl", 6, ("prompt", "completion")))
+
+
+@pytest.fixture()
+def pair_rows() -> Dataset:
+    return Dataset.from_list(read_rows("preference_qa.jsonl", 6,
+                                       ("prompt", "chosen", "rejected")))
