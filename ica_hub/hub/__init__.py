@@ -1,4 +1,4 @@
-"""Scored versions on the Hub, their dataset cards, and the local Hub server.
+"""Scored versions on the Hub, their dataset cards, evaluation results, and the local Hub server.
 
 The public names are imported lazily so that ``import ica_hub.hub`` stays cheap (the server
 pulls in FastAPI, the versions pull in datasets).
@@ -15,6 +15,8 @@ _EXPORTS = {
     "content_hash": "ica_hub.hub.versions",
     "ScoredVersion": "ica_hub.hub.versions",
     "VersionIntegrityError": "ica_hub.hub.versions",
+    "push_results": "ica_hub.hub.results",
+    "load_results": "ica_hub.hub.results",
     "LocalHub": "ica_hub.hub.local",
     "use_hub": "ica_hub.hub.local",
     "create_app": "ica_hub.hub.server",
