@@ -49,6 +49,17 @@ def require_rows(dataset: Dataset, what: str) -> None:
                          "folder or a .json/.jsonl file), or leave it out")
 
 
+def _require_format(rows: Dataset, what: str, preference: bool) -> None:
+    from ica_hub.data.formats import detect_format
+
+    if detect_format(rows.column_names).is_preference != preference:
+        raise ValueError(
+            f"{what} has columns {rows.column_names}: " + (
+                "held-out pairs need prompt, chosen and rejected columns" if preference else
+                "test rows are SFT rows (prompt/completion or messages); give preference "
+                "pairs as pairs_test"))
+
+
 def response_logps(model: Any, tokenizer: Any, rows: Dataset | list[dict],
                    max_length: int = 1024, *, max_tokens_per_batch: int = 4096,
                    desc: str = "Response log-probs") -> list[tuple[float | None, int | None]]:
@@ -106,6 +117,7 @@ def evaluate_model(model_or_path: Any, *, tokenizer: Any = None, test: Dataset |
     # Loss and perplexity of the test responses.
     if test is not None:
         require_rows(test, "test")
+        _require_format(test, "test", preference=False)
         sums, counts = zip(*logps(test, desc="Test responses: log-probs"))
         results["response_loss"] = _metric("response_loss").compute(
             logprobs=list(sums), num_tokens=list(counts))
@@ -113,6 +125,7 @@ def evaluate_model(model_or_path: Any, *, tokenizer: Any = None, test: Dataset |
     # Preference accuracy: per-token mean log-prob of each side of every pair.
     if pairs_test is not None:
         require_rows(pairs_test, "pairs_test")
+        _require_format(pairs_test, "pairs_test", preference=True)
         per_token = {}
         for side in ("chosen", "rejected"):
             rows = pairs_test.select_columns(["prompt", side]).rename_column(side, "completion")
@@ -127,6 +140,17 @@ def _per_token(total: float | None, count: int | None) -> float | None:
     return total / count if total is not None and count else None
 
 
+def check_score_columns(scored_dataset: Dataset, score_columns: dict[str, str],
+                        kind_column: str = ROW_KIND) -> None:
+    """Fail, naming every missing column, before any work is done on a scored dataset."""
+    wanted = {kind_column, *score_columns.values()}
+    missing = sorted(wanted - set(scored_dataset.column_names))
+    if missing:
+        raise ValueError(f"The scored dataset has no column(s) {missing}; its columns are "
+                         f"{scored_dataset.column_names}. Name existing score columns, and "
+                         f"the column of row kinds as kind_column")
+
+
 def score_quality(scored_dataset: Dataset, score_columns: dict[str, str],
                   kind_column: str = ROW_KIND) -> dict[str, dict[str, Any]]:
     """Per named score column, two AUROCs (metric ``score_auroc``; higher score = positive).
@@ -136,12 +160,7 @@ def score_quality(scored_dataset: Dataset, score_columns: dict[str, str],
     target-domain rows against off-domain ones. ``score_columns`` maps a display name to a
     column, e.g. ``{"ica": "ica_score", "loglik": "loglik_score"}``.
     """
-    wanted = {kind_column, *score_columns.values()}
-    missing = sorted(wanted - set(scored_dataset.column_names))
-    if missing:
-        raise ValueError(f"The scored dataset has no column(s) {missing}; its columns are "
-                         f"{scored_dataset.column_names}. Name existing score columns, and "
-                         f"the column of row kinds as kind_column")
+    check_score_columns(scored_dataset, score_columns, kind_column)
     kinds = np.array(scored_dataset[kind_column], dtype=object)
     clean = np.isin(kinds, CLEAN_KINDS)
     target = kinds == TARGET_KIND

@@ -107,7 +107,7 @@ class EndpointJudge:
             status = error.response.status_code if error.response is not None else "?"
             raise JudgeError(f"endpoint {self.endpoint} answered HTTP {status}: "
                              f"{_first_line(str(error))}") from None
-        except Exception as error:  # the HTTP client's transport errors (refused, DNS, TLS...)
+        except Exception as error:  # noqa: BLE001 - the HTTP client's transport errors
             raise JudgeError(f"endpoint {self.endpoint} unreachable: {type(error).__name__}: "
                              f"{_first_line(str(error))}") from None
         return output.choices[0].message.content or ""
@@ -261,7 +261,8 @@ def judge_pairwise(prompts: Sequence[Sequence[Message]],
             continue
         judgments.append({"prompt_index": index, "candidate_shown_as": "A" if first else "B",
                           "verdict": verdict, "outcome": _outcome(verdict, first)})
-    return _summary(judgments, missing, len(prompts), judge, candidate, baseline, seed)
+    return _summary(judgments, missing, len(prompts), judge.description, candidate, baseline,
+                    seed)
 
 
 def _outcome(verdict: str, candidate_first: bool) -> str:
@@ -270,8 +271,17 @@ def _outcome(verdict: str, candidate_first: bool) -> str:
     return "win" if (verdict == "A") == candidate_first else "loss"
 
 
-def _summary(judgments: list[dict], missing: list[dict], num_prompts: int, judge: Judge,
-             candidate: str, baseline: str, seed: int) -> dict[str, Any]:
+def failed_judgment(num_prompts: int, reason: str, *, judge_description: str, candidate: str,
+                    baseline: str, seed: int = 0) -> dict[str, Any]:
+    """The result of a comparison that could not take place: every prompt missing, same keys
+    as :func:`judge_pairwise`'s."""
+    missing = [{"prompt_index": i, "reason": reason} for i in range(num_prompts)]
+    return _summary([], missing, num_prompts, judge_description, candidate, baseline, seed)
+
+
+def _summary(judgments: list[dict], missing: list[dict], num_prompts: int,
+             judge_description: str, candidate: str, baseline: str,
+             seed: int) -> dict[str, Any]:
     outcomes = [j["outcome"] for j in judgments]
     wins, losses, ties = (outcomes.count(o) for o in ("win", "loss", "tie"))
     judged = len(judgments)
@@ -280,7 +290,7 @@ def _summary(judgments: list[dict], missing: list[dict], num_prompts: int, judge
         logger.warning("Judge: %d of %d prompts have no verdict (first reason: %s)",
                        len(missing), num_prompts, missing[0]["reason"])
     return {
-        "status": status, "judge": judge.description, "candidate": candidate,
+        "status": status, "judge": judge_description, "candidate": candidate,
         "baseline": baseline, "seed": seed, "num_prompts": num_prompts, "num_judged": judged,
         "wins": wins, "losses": losses, "ties": ties,
         "win_rate": (wins + ties / 2) / judged if judged else math.nan,

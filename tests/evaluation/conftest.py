@@ -1,29 +1,15 @@
-"""Rows shared by the evaluation tests: the first rows of tests/data's real Q/A files.
+"""Fixtures of the evaluation tests: a few real test rows and held-out pairs.
 
-``sft_qa.jsonl`` holds 32 short question/answer rows, ``preference_qa.jsonl`` pairs of a real
-answer against an answer to another question. The model is the tiny 2-layer Llama of
-``tests/conftest.py`` (random weights), so values are exact but say nothing about quality.
+The model is the tiny 2-layer Llama of ``tests/conftest.py`` (random weights), so values are
+exact but say nothing about quality. Every test here is fast tier.
 """
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
 from datasets import Dataset
 
-DATA = Path(__file__).resolve().parents[1] / "data"
-
-
-def read_rows(name: str, num_rows: int, keep: tuple[str, ...]) -> list[dict]:
-    lines = (DATA / name).read_text().splitlines()[:num_rows]
-    return [{key: json.loads(line)[key] for key in keep} for line in lines]
-
-
-def write_jsonl(path: Path, rows: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    return path
+from tests.evaluation.helpers import read_rows
 
 
 @pytest.fixture()

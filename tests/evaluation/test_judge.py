@@ -41,7 +41,7 @@ class FakeChatServer:
             return "A"
         # "prefers_good": the label of the answer block that holds GOOD
         user = payload["messages"][-1]["content"]
-        block_a = re.search(r"\[Answer A\](.*?)\[End of answer A\]", user, re.S).group(1)
+        block_a = re.search(r"\[Answer A\](.*?)\[End of answer A\]", user, re.DOTALL).group(1)
         return "A" if "GOOD" in block_a else "**B**"
 
     def __enter__(self):
