@@ -56,8 +56,8 @@ def _require_format(rows: Dataset, what: str, preference: bool) -> None:
         raise ValueError(
             f"{what} has columns {rows.column_names}: " + (
                 "held-out pairs need prompt, chosen and rejected columns" if preference else
-                "test rows are SFT rows (prompt/completion or messages); give preference "
-                "pairs as pairs_test"))
+                "response log-probs and the test loss need SFT rows (prompt/completion or "
+                "messages); give preference pairs as pairs_test"))
 
 
 def response_logps(model: Any, tokenizer: Any, rows: Dataset | list[dict],
@@ -65,15 +65,16 @@ def response_logps(model: Any, tokenizer: Any, rows: Dataset | list[dict],
                    desc: str = "Response log-probs") -> list[tuple[float | None, int | None]]:
     """``(sum of log p(response token | prompt), number of response tokens)`` per row.
 
-    ``model``: a model object (with its ``tokenizer``) or a path / Hub id (``tokenizer`` may be
-    None). Rows are SFT rows (``prompt``/``completion`` or ``messages``); a row that cannot be
-    scored gives ``(None, None)``. Preference rows are scored side by side by
-    :func:`evaluate_model`, one side at a time.
+    ``model``: a model object (with its ``tokenizer``), or a path / Hub id loaded for this call
+    (``tokenizer`` may then be None). Rows are SFT rows (``prompt``/``completion`` or
+    ``messages``); a row that cannot be scored gives ``(None, None)``. Preference rows are
+    refused: :func:`evaluate_model` scores each side of a pair as its own row.
     """
     from ica_hub.scoring import LikelihoodScorer
 
     if isinstance(rows, list):
         rows = Dataset.from_list(rows)
+    _require_format(rows, "rows", preference=False)
     scorer = LikelihoodScorer(model, tokenizer, max_length=max_length, column_prefix=_PREFIX,
                               max_tokens_per_batch=max_tokens_per_batch)
     scored = rows.map(scorer, batched=True, batch_size=64, remove_columns=rows.column_names,
@@ -117,7 +118,6 @@ def evaluate_model(model_or_path: Any, *, tokenizer: Any = None, test: Dataset |
     # Loss and perplexity of the test responses.
     if test is not None:
         require_rows(test, "test")
-        _require_format(test, "test", preference=False)
         sums, counts = zip(*logps(test, desc="Test responses: log-probs"))
         results["response_loss"] = _metric("response_loss").compute(
             logprobs=list(sums), num_tokens=list(counts))

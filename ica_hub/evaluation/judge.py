@@ -116,15 +116,14 @@ class EndpointJudge:
 class LocalJudge:
     """A local chat model (path, Hub id or the embedded name) in a text-generation pipeline."""
 
-    def __init__(self, model: str, *, dtype: torch.dtype = torch.float32,
-                 device: str | None = None):
+    def __init__(self, model: str, *, dtype: torch.dtype = torch.float32):
         from transformers import pipeline
 
         from ica_hub.models import resolve_model_path
         from ica_hub.scoring.base import device_for_rank
 
         self.pipeline = pipeline("text-generation", model=resolve_model_path(model),
-                                 dtype=dtype, device=device_for_rank(None, device))
+                                 dtype=dtype, device=device_for_rank(None, None))
         self.description = f"local model {model}"
 
     def __call__(self, messages: list[Message]) -> str:
@@ -185,10 +184,9 @@ def generate_answers(model: Any, tokenizer: Any, prompts: Sequence[Sequence[Mess
                                   for i in batch], device=device)
         attention_mask = torch.tensor([[0] * (width - len(encoded[i])) + [1] * len(encoded[i])
                                        for i in batch], device=device)
-        with torch.no_grad():
-            output = model.generate(input_ids=input_ids, attention_mask=attention_mask,
-                                    max_new_tokens=max_new_tokens, do_sample=False,
-                                    pad_token_id=pad_id)
+        output = model.generate(input_ids=input_ids, attention_mask=attention_mask,
+                                max_new_tokens=max_new_tokens, do_sample=False,
+                                pad_token_id=pad_id)
         for i, row in zip(batch, output[:, width:]):  # new tokens only
             answers[i] = tokenizer.decode(row, skip_special_tokens=True).strip()
     return answers
@@ -300,11 +298,12 @@ def _summary(judgments: list[dict], missing: list[dict], num_prompts: int,
 
 def make_judge(*, model: str | None = None, endpoint: str | None = None,
                model_name: str | None = None, api_key: str | None = None,
-               timeout_s: float = 10.0) -> Judge:
-    """A local judge (``model``) or an endpoint judge (``endpoint``): exactly one of them."""
+               timeout_s: float = 10.0, dtype: torch.dtype = torch.float32) -> Judge:
+    """A local judge (``model``, loaded in ``dtype``) or an endpoint judge (``endpoint``):
+    exactly one of them."""
     if (model is None) == (endpoint is None):
         raise ValueError("Give the judge as exactly one of model= (a local path or Hub id) and "
                          "endpoint= (an OpenAI-compatible base URL)")
     if model is not None:
-        return LocalJudge(model)
+        return LocalJudge(model, dtype=dtype)
     return EndpointJudge(endpoint, model_name=model_name, api_key=api_key, timeout_s=timeout_s)

@@ -189,6 +189,10 @@ def _check_judge(recipe: EvalRecipe) -> list[str]:
     if recipe.data.test is None:
         problems.append("the judge asks about data.test prompts, and data.test is null: name "
                         "it, or set judge.model and judge.endpoint to null")
+    if j.max_new_tokens >= recipe.eval.max_length:
+        problems.append(f"judge.max_new_tokens = {j.max_new_tokens} leaves no room for a prompt "
+                        f"in eval.max_length = {recipe.eval.max_length}; lower it, or raise "
+                        "eval.max_length")
     names = recipe.model_names
     if len(names) < 2:
         problems.append(f"the judge compares two models and models lists {len(names)}: add "

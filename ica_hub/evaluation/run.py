@@ -186,7 +186,8 @@ def _judge(recipe: EvalRecipe, prompts: list[tuple], answers: dict,
         try:
             api_key = os.environ.get(j.api_key_env) if j.api_key_env else None
             judge = make_judge(model=j.model, endpoint=j.endpoint, model_name=j.model_name,
-                               api_key=api_key, timeout_s=j.timeout_s)
+                               api_key=api_key, timeout_s=j.timeout_s,
+                               dtype=getattr(torch, recipe.eval.dtype))
             return judge_pairwise(prompts, answers[candidate], answers[baseline], judge,
                                   candidate=candidate, baseline=baseline, seed=j.seed,
                                   max_consecutive_failures=j.max_consecutive_failures)

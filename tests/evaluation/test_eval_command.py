@@ -129,9 +129,13 @@ def test_bad_recipes_list_every_problem_at_once(capsys):
                      "models[0].path = None", "the name 'a' is used 2 times",
                      "judge.num_prompts = 0", "output.path = 'results.txt'"):
         assert expected in error
-    assert eval_module.main([RECIPE, "judge.endpoint=localhost:8080"]) == 2
-    assert "judge.endpoint = 'localhost:8080': give an http(s) base URL" in \
-        capsys.readouterr().err
+    assert eval_module.main([RECIPE, "judge.endpoint=localhost:8080", "judge.candidate=sfft",
+                             "judge.max_new_tokens=4096"]) == 2
+    error = capsys.readouterr().err
+    for expected in ("judge.endpoint = 'localhost:8080': give an http(s) base URL",
+                     "judge.candidate = 'sfft': not a name in models",
+                     "judge.max_new_tokens = 4096 leaves no room for a prompt"):
+        assert expected in error
 
 
 def test_a_missing_model_folder_is_named_before_anything_loads(tmp_path, data_files, capsys,

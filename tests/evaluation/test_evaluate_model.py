@@ -82,3 +82,10 @@ def test_score_quality_names_missing_columns():
     scored = Dataset.from_dict({"kind": ["target"], "ica_score": [1.0]})
     with pytest.raises(ValueError, match=r"\['loglik_score', 'row_kind'\]"):
         score_quality(scored, {"ica": "ica_score", "loglik": "loglik_score"})
+
+
+def test_rows_of_the_wrong_format_are_refused(tiny_model, tokenizer, test_rows, pair_rows):
+    with pytest.raises(ValueError, match="give preference pairs as pairs_test"):
+        evaluate_model(tiny_model, tokenizer=tokenizer, test=pair_rows)
+    with pytest.raises(ValueError, match="need prompt, chosen and rejected"):
+        evaluate_model(tiny_model, tokenizer=tokenizer, pairs_test=test_rows)
