@@ -14,10 +14,10 @@ candidate first on half the prompts (one more when their number is odd) and seco
 others, so a judge that always answers "A" gives the candidate a win rate of 0.5.
 
 Failures never abort the evaluation. A prompt without a verdict is listed in ``missing`` with
-the reason: the judge call failed (unreachable, timed out, HTTP error), the reply was not a
-verdict (``unparseable``), or the prompt did not fit the model. After ``max_consecutive_failures``
-failed calls in a row the judge is not asked again: the remaining prompts are marked missing
-with that reason, instead of each waiting for its own timeout.
+the reason: the judge call failed (unreachable, timed out, HTTP error), the reply held no
+verdict or several (``unparseable``), or the prompt did not fit the model. After
+``max_consecutive_failures`` failed calls in a row the judge is not asked again: the remaining
+prompts are marked missing with that reason, instead of each waiting for its own timeout.
 
 Limit: the judge sees the last user turn of a multi-turn prompt with the earlier turns as plain
 text above it, not as chat turns.
@@ -40,7 +40,7 @@ from ica_hub.data.formats import Message
 logger = logging.getLogger(__name__)
 
 VERDICTS = ("A", "B", "tie")
-VERDICT_MAX_NEW_TOKENS = 8  # a verdict is one word; a little slack for "Verdict: A"
+VERDICT_MAX_NEW_TOKENS = 16  # a verdict is one word; room for "The better one is answer A"
 
 _SYSTEM_PROMPT = (
     "You compare two answers to the same question. Judge which one is more helpful, correct "
@@ -62,6 +62,8 @@ Which answer is better? Reply with A, B or tie."""
 
 # A whole reply that is a verdict, optionally wrapped: "A", "**B**", "[[tie]]", "Verdict: A."
 _VERDICT_REPLY = re.compile(r"^\W*(?:verdict\W*)?(a|b|tie)\W*$", re.IGNORECASE)
+# Or a sentence naming one side ("The better one is answer A") or a tie, and nothing else.
+_VERDICT_MENTION = re.compile(r"\b(?:[Aa]nswer|[Rr]esponse)\s+\[?([AB])\b|\b([Tt]ie)\b")
 
 
 class JudgeError(Exception):
@@ -137,12 +139,18 @@ def _first_line(text: str) -> str:
 
 
 def parse_verdict(reply: str) -> str | None:
-    """``"A"``, ``"B"``, ``"tie"``, or None when the reply is not exactly a verdict."""
+    """``"A"``, ``"B"``, ``"tie"``, or None when the reply holds no verdict or several.
+
+    A reply is a verdict when it is one (``"A"``, ``"**B**"``, ``"Verdict: tie"``), or when
+    it names exactly one outcome (``"The better one is answer A"``); a reply that names both
+    sides (``"Answer A is better than answer B"``) is ambiguous, so None.
+    """
     match = _VERDICT_REPLY.match(reply.strip())
-    if match is None:
-        return None
-    word = match.group(1)
-    return "tie" if word.lower() == "tie" else word.upper()
+    if match is not None:
+        word = match.group(1)
+        return "tie" if word.lower() == "tie" else word.upper()
+    named = {side or "tie" for side, _ in _VERDICT_MENTION.findall(reply)}
+    return named.pop() if len(named) == 1 else None
 
 
 # ---- answers of the compared models
@@ -255,7 +263,8 @@ def judge_pairwise(prompts: Sequence[Sequence[Message]],
         verdict = parse_verdict(reply)
         if verdict is None:
             missing.append({"prompt_index": index, "reason": (
-                f"unparseable: the judge replied {reply.strip()[:120]!r}, not A, B or tie")})
+                f"unparseable: the judge replied {reply.strip()[:120]!r}, not one of A, B or "
+                "tie")})
             continue
         judgments.append({"prompt_index": index, "candidate_shown_as": "A" if first else "B",
                           "verdict": verdict, "outcome": _outcome(verdict, first)})

@@ -157,3 +157,23 @@ def test_empty_test_data_is_a_clear_error(tmp_path, tiny_model_dir, data_files, 
     data_files["test"].write_text("")
     assert main(["eval", RECIPE, *overrides(tmp_path, tiny_model_dir, data_files)]) == 2
     assert f"data.test ('{data_files['test']}') has no rows" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_eval_on_the_demo_data_with_the_embedded_model_as_model_and_judge(
+        tmp_path, tiny_model_dir):
+    output = tmp_path / "demo.json"
+    models = f"[{{name: base, path: embedded/smollm2-135m-instruct}}, " \
+        f"{{name: sft, path: {tiny_model_dir}}}]"
+    args = [f"models={models}", "data.max_rows=4", "scores.path=null",
+            "judge.model=embedded/smollm2-135m-instruct", "judge.num_prompts=2",
+            "judge.max_new_tokens=16", f"output.path={output}"]
+    assert main(["eval", RECIPE, *args]) == 0
+    results = json.loads(output.read_text())
+    base, tiny = results["models"]["base"], results["models"]["sft"]
+    # The real model knows English; the random tiny one does not.
+    assert base["response_loss"]["loss"] < tiny["response_loss"]["loss"]
+    assert base["response_loss"]["num_examples"] + base["response_loss"]["num_skipped"] == 4
+    assert results["provenance"]["data"]["pairs_test"]["num_rows"] == 4
+    judge = results["judge"]
+    assert judge["num_judged"] + len(judge["missing"]) == 2

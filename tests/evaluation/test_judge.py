@@ -86,8 +86,9 @@ def fake_server():
 
 @pytest.mark.parametrize("reply, verdict", [
     ("A", "A"), (" b\n", "B"), ("Tie.", "tie"), ("**B**", "B"), ("[[A]]", "A"),
-    ("Verdict: A", "A"), ("A good answer is the first", None), ("banana", None), ("", None),
-    ("A or B", None),
+    ("Verdict: A", "A"), ("The answer that is better is answer A", "A"), ("Response B.", "B"),
+    ("It is a tie.", "tie"), ("Answer A is better than answer B", None),
+    ("A good answer is the first", None), ("banana", None), ("", None), ("A or B", None),
 ])
 def test_parse_verdict(reply, verdict):
     assert parse_verdict(reply) == verdict
