@@ -39,7 +39,6 @@ from ica_hub.data.formats import Message
 
 logger = logging.getLogger(__name__)
 
-VERDICTS = ("A", "B", "tie")
 VERDICT_MAX_NEW_TOKENS = 16  # a verdict is one word; room for "The better one is answer A"
 
 _SYSTEM_PROMPT = (
