@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml Makefile
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/ica-hub demo
+	$(VENV)/bin/ica-hub demo recipes/demo.yaml
 
 test: $(STAMP)
 	$(PY) -m pytest

@@ -11,6 +11,7 @@ each naming the option, its value, why it is wrong and what to do instead.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import types
@@ -49,6 +50,7 @@ class DataConfig:
     # A local path (a save_to_disk folder, or a .json/.jsonl/.parquet file) or a Hub repo id.
     train: str = ""
     revision: str | None = None  # Hub revision of a scored version; ignored for local paths
+    config_name: str | None = None  # Hub repos with several configs (e.g. pool and pairs)
     split: str = "train"
     max_rows: int | None = None  # keep the first rows only (smoke runs)
 
@@ -167,18 +169,24 @@ def load_config(cls: type, path: str | Path, overrides: list[str] | None,
 
     Every problem (unknown keys, wrong types, what ``check`` finds) is raised in one RecipeError.
     """
-    text = Path(path).read_text()
-    data = yaml.safe_load(text) or {}
-    problems: list[str] = []
+    data = yaml.safe_load(Path(path).read_text()) or {}
     if not isinstance(data, dict):
         kind = type(data).__name__
         raise RecipeError([f"the file holds a {kind}, not a mapping of options"], str(path))
+    return config_from_dict(cls, data, overrides, check, source=str(path))
+
+
+def config_from_dict(cls: type, data: dict, overrides: list[str] | None,
+                     check: typing.Callable[[Any], list[str]], source: str = "recipe") -> Any:
+    """A typed recipe from a mapping (a YAML file's content) plus ``key=value`` overrides."""
+    data = copy.deepcopy(data)
+    problems: list[str] = []
     for override in overrides or []:
         _apply_override(data, override, problems)
     recipe = _build(cls, data, "", problems, root=cls)
     problems += check(recipe)
     if problems:
-        raise RecipeError(problems, str(path))
+        raise RecipeError(problems, source)
     return recipe
 
 

@@ -1,31 +1,30 @@
-"""The demo's data and options: what `make demo` depends on, checked without the model."""
+"""The main job (`ica-hub demo`): its data and options, checked without the model; and one
+slow end-to-end run at tiny sizes on the embedded model."""
 
 import collections
+import json
 
 import pytest
 
-from ica_hub.cli import build_parser, main
+from ica_hub.cli import main
 from ica_hub.data.demo_data import DemoDataConfig, build_demo_data
+from ica_hub.demo import DEMO_SPLITS, load_demo_recipe
 
-
-def _demo_args(*extra):
-    return build_parser().parse_args(["demo", *extra])
+TINY = ["data.num_pool=8", "data.num_holdout=4", "scorer.k=2", "data.num_test=2",
+        "data.num_pairs=4", "data.num_pairs_test=2", "training.per_device_train_batch_size=2",
+        "training.overrides=[training.max_steps=1]"]
 
 
 def test_the_demo_defaults_build_real_data():
-    from dataclasses import replace
-
-    from ica_hub.demo import check_args
-
-    args = _demo_args()
-    check_args(args)
-    config = replace(DemoDataConfig(), num_pool=args.pool_size, num_holdout=args.holdout_size,
-                     max_answer_chars=args.max_answer_chars, num_test=0, num_pairs=0,
-                     num_pairs_test=0)
-    data = build_demo_data(config)
-    assert len(data["pool"]) == args.pool_size and len(data["holdout"]) == args.holdout_size
+    recipe = load_demo_recipe(None)
+    assert load_demo_recipe("recipes/demo.yaml") == recipe  # the shipped recipe = the defaults
+    data = build_demo_data(recipe.data)
+    assert set(DEMO_SPLITS) <= set(data)
+    assert len(data["pool"]) == recipe.data.num_pool
     kinds = collections.Counter(data["pool"]["row_kind"])
     assert set(kinds) == {"target", "off_domain", "swapped", "truncated", "corrupted"}
+    assert len(data["holdout_pairs"]) == len(data["holdout"])
+    assert set(data["holdout_pairs"].column_names) >= {"prompt", "chosen", "rejected"}
 
 
 def test_demo_data_is_deterministic_and_splits_do_not_overlap():
@@ -34,16 +33,43 @@ def test_demo_data_is_deterministic_and_splits_do_not_overlap():
     prompts = {name: set(split["prompt"]) for name, split in first.items()}
     assert not prompts["test"] & (prompts["pool"] | prompts["holdout"])
     assert not prompts["holdout"] & prompts["pool"]
+    assert not prompts["pairs_test"] & (prompts["pairs"] | prompts["pool"] | prompts["holdout"])
 
 
 def test_bad_demo_options_are_listed_at_once_without_a_traceback(capsys):
-    code = main(["demo", "--pool-size", "0", "--k", "0", "--holdout-size", "0"])
+    code = main(["demo", "data.num_pool=0", "scorer.k=0", "data.num_holdout=0",
+                 "training.methods=[sft, ppo]"])
     message = capsys.readouterr().err
     assert code == 2
-    assert "--pool-size 0" in message and "--k 0" in message and "Traceback" not in message
+    for option in ("data.num_pool", "scorer.k", "training.methods"):
+        assert option in message
+    assert "Traceback" not in message
+
+
+def test_holdout_smaller_than_k_fails_before_anything_is_built(tmp_path, capsys):
+    code = main(["demo", f"output_dir={tmp_path}", "data.num_holdout=2", "scorer.k=3"])
+    assert code == 2
+    assert "data.num_holdout = 2" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())  # no data, no model, no Hub
 
 
 @pytest.mark.parametrize("size", [10_000])
 def test_too_large_demo_names_the_knobs(size):
     with pytest.raises(ValueError, match="max-answer-chars"):
         build_demo_data(DemoDataConfig(num_pool=size))
+
+
+@pytest.mark.slow
+def test_the_main_job_runs_end_to_end_at_tiny_sizes(tmp_path, capsys):
+    from ica_hub.hub.local import LocalHub
+    from ica_hub.hub.results import load_results
+
+    assert main(["demo", f"output_dir={tmp_path}", *TINY]) == 0
+    printed = capsys.readouterr().out
+    assert "sft-ica" in printed and "sft-uniform" in printed and "ica-hub hub serve" in printed
+    results = json.loads((tmp_path / "eval" / "results.json").read_text())
+    assert set(results["models"]) == {"base", "sft-ica", "sft-uniform", "dpo-ica", "simpo-ica"}
+    # The scored version and its results are on the job's Hub, readable after a restart.
+    with LocalHub(tmp_path / "hub") as hub:
+        pushed = load_results("local/ica-demo", endpoint=hub.endpoint, token=hub.token)
+    assert [entry["name"] for entry in pushed] == ["demo-eval"]

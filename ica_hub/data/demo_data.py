@@ -9,7 +9,9 @@
   ``row_kind`` for evaluation only;
 - ``test``: held-out target-domain rows, never in the pool or the holdout;
 - ``pairs`` / ``pairs_test``: preference pairs on target-domain questions whose chosen side is
-  the real answer and whose rejected side is a real answer to another question.
+  the real answer and whose rejected side is a real answer to another question;
+- ``holdout_pairs``: the holdout as preference pairs (the same construction), the holdout for
+  scoring ``pairs``.
 
 Rows are ``prompt``/``completion`` strings (pairs: ``prompt``/``chosen``/``rejected``) with a
 stable ``example_id``. The ShareGPT licence is unclear: use this data locally, never push it to
@@ -30,7 +32,7 @@ from ica_hub.columns import EXAMPLE_ID, ROW_KIND
 
 logger = logging.getLogger(__name__)
 
-BUILDER_NAME = "sharegpt-demo/v1"
+BUILDER_NAME = "sharegpt-demo/v2"
 NOISE_KINDS = ("swapped", "truncated", "corrupted")
 
 _CODE_QUESTION = re.compile(
@@ -123,11 +125,17 @@ def build_demo_data(config: DemoDataConfig = DemoDataConfig()) -> DatasetDict:
         + config.num_pairs_test + num_noisy // 2
     need_other = num_target + num_noisy - num_noisy // 2
 
-    code, other = [], []
+    code, other, seen = [], [], set()
     for record in read_sharegpt():
         exchange = _first_exchange(record, config)
         if exchange is None:
             continue
+        # ShareGPT repeats questions across conversations: one row per question, so no question
+        # is both a training (or holdout) row and a test row.
+        question_key = " ".join(exchange[1].lower().split())
+        if question_key in seen:
+            continue
+        seen.add(question_key)
         (code if _is_code(*exchange[1:]) else other).append(exchange)
         if len(code) >= 3 * need_code and len(other) >= 3 * need_other:
             break
@@ -156,8 +164,11 @@ def build_demo_data(config: DemoDataConfig = DemoDataConfig()) -> DatasetDict:
 
     pairs = _pairs(take(code, config.num_pairs), rng)
     pairs_test = _pairs(take(code, config.num_pairs_test), rng)
+    # The holdout in preference form, for scoring pairs: its own answers are the chosen side.
+    holdout_pairs = _pairs([(row[EXAMPLE_ID].removeprefix("sharegpt-"), row["prompt"],
+                             row["completion"]) for row in holdout], rng)
     splits = {"holdout": holdout, "pool": pool, "test": test, "pairs": pairs,
-              "pairs_test": pairs_test}
+              "pairs_test": pairs_test, "holdout_pairs": holdout_pairs}
     data = DatasetDict({name: Dataset.from_list(rows) for name, rows in splits.items()})
     logger.info("Built demo data %s: %s", BUILDER_NAME,
                 {name: len(split) for name, split in data.items()})

@@ -261,6 +261,10 @@ class ICAScorer:
                                      for i in range(rows.num_rows)]
         return columns
 
+    def check_columns(self, column_names: list[str]) -> None:
+        """Refuse, before the model loads, a dataset whose format is not the holdout's."""
+        self._check_format(detect_format(column_names))
+
     def _check_format(self, fmt: RowFormat) -> None:
         if fmt.is_preference != self.holdout_format.is_preference:
             kinds = {True: "preference (prompt/chosen/rejected)", False: "SFT (messages or "

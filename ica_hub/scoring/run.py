@@ -42,8 +42,12 @@ def load_rows(spec: str, split: str, *, demo_split: str, revision: str | None = 
     if path.suffix in _FILE_BUILDERS:
         if not path.exists():
             raise FileNotFoundError(f"{spec!r}: no such file")
-        return load_dataset(_FILE_BUILDERS[path.suffix], data_files=str(path), split="train",
-                            streaming=streaming)
+        try:
+            return load_dataset(_FILE_BUILDERS[path.suffix], data_files=str(path),
+                                split="train", streaming=streaming)
+        except (ValueError, StopIteration) as error:  # an empty file has no schema to read
+            raise ValueError(f"{spec!r}: no rows could be read from it ({error or 'empty'}); "
+                             "give a file with at least one row") from error
     return load_dataset(spec, revision=revision, split=split, streaming=streaming)
 
 
@@ -117,6 +121,8 @@ def run_scoring(recipe: ScoreRecipe) -> ScoreRun | None:
         pool = pool.take(d.max_rows) if d.streaming else pool.select(
             range(min(d.max_rows, len(pool))))
     scorer = build_scorer(recipe, device=None if state.device.type == "cpu" else str(state.device))
+    if pool.column_names:  # a stream may not know its columns before the first row
+        scorer.check_columns(list(pool.column_names))
     num_rows = count_rows(pool) if not d.streaming or state.is_main_process else None
     if state.num_processes > 1 and d.streaming:
         from accelerate.utils import broadcast_object_list

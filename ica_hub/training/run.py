@@ -37,7 +37,8 @@ def load_train_dataset(recipe: TrainRecipe) -> Dataset:
             raise FileNotFoundError(f"data.train = {data.train!r}: no such file")
         dataset = load_dataset(_FILE_BUILDERS[path.suffix], data_files=str(path), split="train")
     else:
-        dataset = load_dataset(data.train, revision=data.revision, split=data.split)
+        dataset = load_dataset(data.train, data.config_name, revision=data.revision,
+                               split=data.split)
     if data.max_rows is not None:
         dataset = dataset.select(range(min(data.max_rows, len(dataset))))
     return ensure_example_ids(dataset)

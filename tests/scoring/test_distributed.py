@@ -292,3 +292,40 @@ def test_recipe_push_and_cli_push_of_the_written_folder(tiny_model_dir, holdout_
         finally:
             restore_hub_settings(previous)
             hf_constants.HF_HUB_CACHE, datasets.config.HF_DATASETS_CACHE = saved_caches
+
+
+# ---- bad holdouts: refused before any model is loaded
+
+
+def _no_model_loads(monkeypatch):
+    import ica_hub.scoring.base as scoring_base
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was loaded before the input was checked")
+
+    monkeypatch.setattr(scoring_base, "load_model_and_tokenizer", refuse)
+
+
+def test_holdout_in_another_format_than_the_pool_fails_before_the_model_loads(
+        tiny_model_dir, tmp_path, monkeypatch):
+    pairs = [{"prompt": row["prompt"], "chosen": row["completion"], "rejected": "No."}
+             for row in HOLDOUT]
+    holdout = write_jsonl(tmp_path / "pairs.jsonl", pairs)
+    pool = write_jsonl(tmp_path / "pool.jsonl", pool_rows(4))
+    _no_model_loads(monkeypatch)
+    with pytest.raises(ValueError, match="give a holdout in the pool's format"):
+        run_scoring(load_score_recipe(SCORE_RECIPE, recipe_overrides(
+            tiny_model_dir, pool, holdout, tmp_path / "out")))
+
+
+@pytest.mark.parametrize("rows, message", [([], "no rows could be read"),
+                                           (HOLDOUT[:1], "lower k or add holdout rows")])
+def test_empty_or_too_small_holdout_fails_before_the_model_loads(
+        rows, message, tiny_model_dir, tmp_path, monkeypatch):
+    holdout = tmp_path / "holdout.json"
+    holdout.write_text(json.dumps(rows))
+    pool = write_jsonl(tmp_path / "pool.jsonl", pool_rows(4))
+    _no_model_loads(monkeypatch)
+    with pytest.raises((ValueError, RecipeError), match=message):
+        run_scoring(load_score_recipe(SCORE_RECIPE, recipe_overrides(
+            tiny_model_dir, pool, holdout, tmp_path / "out")))
