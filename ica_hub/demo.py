@@ -25,9 +25,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ica_hub.config import ModelConfig, RecipeError, _at_least, config_from_dict, load_config
+from ica_hub.config import (
+    ModelConfig, RecipeError, _at_least, _choice, config_from_dict, load_config,
+)
 from ica_hub.data.demo_data import DemoDataConfig
-from ica_hub.scoring.recipe import ScorerSettings
+from ica_hub.scoring.recipe import SCORER_NAMES, ScorerSettings
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +69,7 @@ class DemoRecipe:
         max_answer_chars=600))
     scorer: ScorerSettings = field(default_factory=lambda: ScorerSettings(
         max_length=1024, max_demonstration_tokens=128))
-    score_column: str = "ica_score"  # the column the weighted runs turn into weights
+    score_column: str = "fit_score"  # the column the weighted SFT runs turn into weights
     batch_size: int = 8  # rows per scorer call
     training: DemoTraining = field(default_factory=DemoTraining)
     hub: DemoHub = field(default_factory=DemoHub)
@@ -84,10 +86,13 @@ def validate(recipe: DemoRecipe) -> list[str]:
     """Every bad option at once, before any data is built or any model loaded."""
     d, t = recipe.data, recipe.training
     problems = _at_least("data.num_pool", d.num_pool, 8)
-    problems += _at_least("scorer.k", recipe.scorer.k, 1)
-    if d.num_holdout < max(recipe.scorer.k, 1):
-        problems.append(f"data.num_holdout = {d.num_holdout}: the holdout needs at least "
-                        f"scorer.k = {recipe.scorer.k} rows; raise it or lower scorer.k")
+    s = recipe.scorer
+    problems += _at_least("scorer.k", s.k, 1)
+    problems += _choice("scorer.name", s.name, SCORER_NAMES)
+    need = s.k + 1 if s.name == "ica-fit" else s.k  # ica-fit scores the holdout leave-one-out
+    if d.num_holdout < max(need, 1):
+        problems.append(f"data.num_holdout = {d.num_holdout}: {s.name} needs at least {need} "
+                        f"holdout rows with scorer.k = {s.k}; raise it or lower scorer.k")
     for option in ("num_test", "num_pairs", "num_pairs_test"):
         problems += _at_least(f"data.{option}", getattr(d, option), 2)
     problems += _at_least("scorer.max_length", recipe.scorer.max_length, 64)
@@ -173,7 +178,9 @@ def train_run(recipe: DemoRecipe, method: str, version, output: Path, *, weighte
         "model": asdict(recipe.model),
         "data": {"train": version.repo_id, "revision": version.tag,
                  "config_name": version.config_name, "split": version.split},
-        "weights": {"source": "score", "score_column": recipe.score_column,
+        # Preference pairs are always scored with the published margin change (ica_score).
+        "weights": {"source": "score",
+                    "score_column": recipe.score_column if method == "sft" else "ica_score",
                     "rule": "minmax" if weighted else "uniform"},
         "lora": {"enabled": t.lora},
         "training": {
@@ -197,6 +204,8 @@ def evaluate_all(recipe: DemoRecipe, models: dict[str, str], paths: dict[str, Pa
 
     columns = {"ica (published)": "ica_score", "ica per token": "ica_score_per_token",
                "loglik (no holdout)": "ica_logp_base_per_token"}
+    if recipe.scorer.name == "ica-fit":
+        columns = {"ica-fit": "fit_score", **columns}
     if recipe.score_column not in columns.values():
         columns = {f"default ({recipe.score_column})": recipe.score_column, **columns}
     settings = {
@@ -238,7 +247,7 @@ def run_demo(recipe: DemoRecipe) -> dict[str, Any]:
         use_hub(recipe.hub.endpoint)
         endpoint = recipe.hub.endpoint
     try:
-        steps.start("score the pool", f"ICA on {recipe.model.name_or_path}, k={recipe.scorer.k}")
+        steps.start("score the pool", f"{recipe.scorer.name} on {recipe.model.name_or_path}, k={recipe.scorer.k}")
         pool_scored, provenance = score_split(recipe, paths["pool"], paths["holdout"],
                                               out / "scored" / "pool")
         pool_scored = _with_base_per_token(pool_scored)

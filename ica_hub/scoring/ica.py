@@ -208,6 +208,10 @@ class ICAScorer:
                       baseline_pool=self._pool_rows)
         return (_rebuild, (type(self), self._holdout_rows, kwargs, self.identity()))
 
+    def runtime_options(self) -> dict[str, Any]:
+        """The options that do not change a score (speed, device), for rebuilding a copy."""
+        return dict(self.runtime, holdout_source=self.holdout_source)
+
     def provenance(self) -> dict[str, Any]:
         """What a scored version records about how its scores were made."""
         identity = self.identity()
@@ -396,6 +400,17 @@ class ICAScorer:
 
         names = self._column_names(detect_format(list(column_names)))
         return Features({**{name: feature(name) for name in names}, f"{p}_flag": Value("string")})
+
+    def features_for(self, dataset) -> Any:
+        """The features of ``dataset`` scored: pass as ``dataset.map(..., features=)``.
+
+        ``datasets`` fixes a column's type from the first batch it writes, so a flag column
+        that is null all through the first batch cannot take a reason later; naming the
+        features up front avoids that.
+        """
+        from datasets import Features
+
+        return Features({**dataset.features, **self.output_features(dataset.column_names)})
 
     def _empty_columns(self, num_rows: int, fmt: RowFormat) -> dict[str, list]:
         return {name: [None] * num_rows for name in self._column_names(fmt)}

@@ -20,6 +20,7 @@ __all__ = ["ScoreRecipe", "load_score_recipe", "RecipeError", "DEMO"]
 
 # The data name that means "the ShareGPT demo splits built by ica_hub.data.demo_data".
 DEMO = "demo"
+SCORER_NAMES = ("ica-fit", "ica")
 
 
 @dataclass
@@ -41,8 +42,12 @@ class ScoreDataConfig:
 
 @dataclass
 class ScorerSettings:
-    """The ICA scorer's settings; each is documented on ``ICAScorer``."""
+    """The scorer's settings; each is documented on ``ICAScorer``."""
 
+    # ica-fit: the default for SFT rows (ica_hub/scoring/fit.py: the in-context likelihood,
+    # holdout similarity and question-answer agreement, in units of the holdout's spread);
+    # ica: the published score alone (also the score of preference pairs).
+    name: str = "ica-fit"
     k: int = 3
     selection: str = "nearest"  # nearest | fixed
     layout: str = "single_turn"  # single_turn | chat_turns
@@ -100,6 +105,10 @@ def validate(recipe: ScoreRecipe) -> list[str]:
         if not value:
             problems.append(f"{option} is empty: write 'demo', a local path or a Hub repo id")
     problems += _at_least("data.max_rows", d.max_rows, 1)
+    problems += _choice("scorer.name", s.name, SCORER_NAMES)
+    if s.name == "ica-fit" and s.baseline != "none":
+        problems.append("scorer.baseline = 'pool' is a setting of scorer.name = 'ica' (the "
+                        "contrastive variant); ica-fit uses the holdout pass only")
     problems += _at_least("scorer.k", s.k, 1)
     problems += _choice("scorer.selection", s.selection, ("nearest", "fixed"))
     problems += _choice("scorer.layout", s.layout, LAYOUTS)

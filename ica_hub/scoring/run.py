@@ -84,16 +84,35 @@ def build_scorer(recipe: ScoreRecipe, device: str | None = None):
     baseline_pool = None
     if s.baseline == "pool":
         baseline_pool = load_rows(d.baseline_pool, d.pool_split, demo_split="pool")
+    holdout = list(holdout)
+    if s.name == "ica-fit" and holdout and "chosen" in holdout[0]:
+        # Preference pairs are scored by the margin change, the published score.
+        logger.info("scorer.name = ica-fit scores SFT rows; these are preference pairs: "
+                    "scoring them with ica (the change of the chosen-over-rejected margin)")
+    elif s.name == "ica-fit":
+        from ica_hub.scoring.fit import HoldoutFitScorer
+
+        return HoldoutFitScorer(
+            holdout, recipe.model.name_or_path, revision=recipe.model.revision,
+            dtype=getattr(torch, recipe.model.dtype), k=s.k, selection=s.selection,
+            layout=s.layout, demonstration_order=s.demonstration_order,
+            max_length=s.max_length, max_demonstration_tokens=s.max_demonstration_tokens,
+            max_tokens_per_batch=s.max_tokens_per_batch, embedder=s.embedder, device=device,
+            holdout_source=_holdout_source(d))
     return ICAScorer(
-        list(holdout), recipe.model.name_or_path, revision=recipe.model.revision,
+        holdout, recipe.model.name_or_path, revision=recipe.model.revision,
         dtype=getattr(torch, recipe.model.dtype), k=s.k, selection=s.selection, layout=s.layout,
         baseline=s.baseline, baseline_pool=list(baseline_pool) if baseline_pool else None,
         demonstration_order=s.demonstration_order, max_length=s.max_length,
         max_demonstration_tokens=s.max_demonstration_tokens,
         max_tokens_per_batch=s.max_tokens_per_batch, embedder=s.embedder, device=device,
-        holdout_source={"name": "ica_hub demo data (ShareGPT, holdout split)"
-                        if d.holdout == DEMO else d.holdout},
+        holdout_source=_holdout_source(d),
     )
+
+
+def _holdout_source(d) -> dict[str, str]:
+    return {"name": "ica_hub demo data (ShareGPT, holdout split)" if d.holdout == DEMO
+            else d.holdout}
 
 
 def _torch_threads(recipe: ScoreRecipe, num_local_processes: int) -> int:

@@ -35,6 +35,7 @@ def recipe_overrides(model_dir, pool: Path, holdout: Path, output_dir: Path,
     """``key=value`` overrides of recipes/score.yaml for a fast run on the tiny model."""
     values = {
         "model.name_or_path": model_dir, "data.pool": pool, "data.holdout": holdout,
+        "scorer.name": "ica",
         "scorer.k": 2, "scorer.selection": "fixed", "scorer.max_length": 256,
         "scorer.max_demonstration_tokens": 48, "run.output_dir": output_dir,
         "run.rows_per_shard": 2, "run.batch_size": 2, "run.progress": "false", **options,

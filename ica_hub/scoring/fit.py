@@ -1,0 +1,210 @@
+"""The holdout-fit scorer (``ica-fit/v1``): the toolkit's default score for SFT rows.
+
+Why not the published ICA score alone: on the embedded 135M model, ``log p(y|C,x) - log p(y|x)``
+measures mostly a generic effect of *any* demonstrations, not the holdout's. Demonstrations drawn
+from the training pool instead of the holdout raise a swapped answer's likelihood just as much,
+so the published score ranks answers to other questions highest (benchmarks/RESULTS.md, "Method
+quality"). What the ICA machinery does measure well is how likely a response is once the holdout
+is in the context, and how close a row is to the holdout rows it retrieves. ``ica-fit`` combines
+three such signals, each in units of the holdout's own spread:
+
+- ``fit_incontext_loglik``: ``log p(y | C, x) / |y|``, the ICA in-context pass per response token
+  (a corrupted or off-target response is unlikely even with the holdout in view);
+- ``fit_holdout_similarity``: mean cosine similarity of the row's question-and-answer embedding
+  to its k nearest holdout rows (the retrieval that picks the demonstrations);
+- ``fit_qa_agreement``: cosine similarity of the question's and the answer's embeddings (an
+  answer to another question agrees poorly with its question).
+
+    fit_score = mean_j (signal_j - holdout mean_j) / holdout std_j
+
+The holdout statistics come from scoring the holdout rows themselves, each with the others as
+demonstrations (a row never sees itself), once, on the first call. 0 means "as typical as the
+average holdout row"; negative, less. Every ``ica_*`` column of :class:`ICAScorer` is kept, so the
+published score stays available beside it.
+
+SFT rows only: score preference pairs with :class:`ICAScorer` (the margin change).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+
+from ica_hub.data.formats import detect_format
+from ica_hub.models import EMBEDDED_EMBEDDER, EMBEDDED_MODEL
+from ica_hub.scoring import base
+from ica_hub.scoring.ica import ICAScorer, _parse_all
+
+logger = logging.getLogger(__name__)
+
+SIGNALS = ("incontext_loglik", "holdout_similarity", "qa_agreement")
+_MIN_STD = 1e-6
+_PAIRS_REFUSED = ("ica-fit scores SFT rows; these are preference pairs: score them with "
+                  "ICAScorer (scorer.name=ica), whose score is the chosen-over-rejected margin "
+                  "change")
+
+
+class HoldoutFitScorer:
+    """``ica-fit/v1`` scores for ``dataset.map(scorer, batched=True)``; see the module docstring.
+
+    Takes every option of :class:`ICAScorer` (``k``, ``layout``, ``max_length``, ...), which it
+    runs for the in-context pass. Columns: those of ``ICAScorer`` (prefix ``ica``), plus
+    ``fit_score`` and one ``fit_<signal>`` column per signal (raw, before standardising). A row
+    the ICA scorer could not score gets a null ``fit_score``; ``ica_flag`` says why.
+    """
+
+    scorer_name = "ica-fit"
+    scorer_version = "v1"
+
+    def __init__(self, holdout, model: Any = EMBEDDED_MODEL, tokenizer: Any = None, *,
+                 k: int = 3, embedder: str = EMBEDDED_EMBEDDER, **ica_options):
+        if ica_options.get("baseline", "none") != "none":
+            raise ValueError("ica-fit uses the holdout pass only: leave baseline='none'")
+        self._holdout_rows = [dict(row) for row in holdout]
+        self._options = dict(ica_options, k=k, embedder=embedder)
+        # The holdout's problems first: before the tokenizer or the model is fetched.
+        holdout_format, parsed = _parse_all(self._holdout_rows, "holdout")
+        if holdout_format.is_preference:
+            raise ValueError("ica-fit scores SFT rows (messages or prompt/completion); score "
+                             "preference pairs with ICAScorer, whose score is the margin change")
+        if len(parsed) < k + 1:
+            raise ValueError(f"ica-fit needs at least k + 1 = {k + 1} holdout rows (each holdout "
+                             f"row is scored with k others to calibrate); it has "
+                             f"{len(parsed)}: add holdout rows or lower k")
+        self.ica = ICAScorer(self._holdout_rows, model, tokenizer, k=k, embedder=embedder,
+                             column_prefix="ica", **ica_options)
+        self._embedder = None
+        self._holdout_pairs: np.ndarray | None = None  # question+answer embeddings
+        self._stats: dict[str, tuple[float, float]] | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.scorer_name}/{self.scorer_version}"
+
+    def identity(self) -> dict[str, Any]:
+        return {**self.ica.identity(), "scorer": self.name, "ica_scorer": self.ica.name}
+
+    def provenance(self) -> dict[str, Any]:
+        record = self.ica.provenance()
+        record["scorer"] = self.name
+        record.setdefault("settings", {})["signals"] = list(SIGNALS)
+        return record
+
+    def __reduce__(self):
+        name_or_path, revision, expected = self.ica.handle.pickle_args()
+        kwargs = dict(self._options, **self.ica.runtime_options(), model=name_or_path,
+                      revision=revision, dtype=self.ica.handle.dtype,
+                      _expected_weights_hash=expected)
+        return (_rebuild, (type(self), self._holdout_rows, kwargs, self.identity()))
+
+    # -- signals ---------------------------------------------------------------------------
+
+    def _embed(self, texts: list[str]) -> np.ndarray:
+        if self._embedder is None:
+            from ica_hub.models import load_embedder
+
+            self._embedder = load_embedder(self._options["embedder"])
+        return self._embedder.encode(texts, batch_size=64, normalize_embeddings=True,
+                                     convert_to_numpy=True, show_progress_bar=False)
+
+    def _text_signals(self, questions: list[str], answers: list[str],
+                      exclude_self: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        q = self._embed(questions)
+        a = self._embed(answers)
+        pairs = self._embed([f"{x}\n{y}" for x, y in zip(questions, answers)])
+        similarity = pairs @ self._holdout_pairs.T
+        if exclude_self:  # holdout rows during calibration
+            np.fill_diagonal(similarity, -np.inf)
+        k = min(self._options["k"], self._holdout_pairs.shape[0] - int(exclude_self))
+        nearest = -np.sort(-similarity, axis=1)[:, :k]
+        return nearest.mean(axis=1), (q * a).sum(axis=1)
+
+    def _calibrate(self, rank) -> None:
+        """Holdout means and spreads of each signal, from the holdout scored leave-one-out."""
+        holdout = self.ica.holdout
+        questions = [row.question for row in holdout]
+        answers = [row.responses[0] for row in holdout]
+        self._holdout_pairs = self._embed([f"{x}\n{y}" for x, y in zip(questions, answers)])
+        batch = {key: [row[key] for row in self._holdout_rows] for key in self._holdout_rows[0]}
+        scored = self.ica(batch, rank)
+        similarity, agreement = self._text_signals(questions, answers, exclude_self=True)
+        signals = {"incontext_loglik": _per_token(scored), "holdout_similarity": similarity,
+                   "qa_agreement": agreement}
+        self._stats = {}
+        for name, values in signals.items():
+            values = np.asarray(values, dtype=float)
+            values = values[np.isfinite(values)]
+            if len(values) < 2:
+                raise ValueError(f"ica-fit: fewer than 2 holdout rows could be scored for "
+                                 f"{name}; check the holdout's flags (ica_flag) and max_length")
+            self._stats[name] = (float(values.mean()), max(float(values.std()), _MIN_STD))
+        logger.info("ica-fit holdout statistics (mean, std): %s",
+                    {name: tuple(round(v, 4) for v in s) for name, s in self._stats.items()})
+
+    def check_columns(self, column_names: list[str]) -> None:
+        """Refuse, before the model loads, rows this scorer cannot score."""
+        if detect_format(column_names).is_preference:
+            raise ValueError(_PAIRS_REFUSED)
+        self.ica.check_columns(column_names)
+
+    # -- scoring ---------------------------------------------------------------------------
+
+    def __call__(self, batch: dict[str, list], rank: int | None = None) -> dict[str, list]:
+        fmt = detect_format(list(batch))
+        if fmt.is_preference:
+            raise ValueError(_PAIRS_REFUSED)
+        if self._stats is None:
+            self._calibrate(rank)
+        columns = self.ica(batch, rank)
+        rows = base.prepare_rows(batch)
+        num_rows = rows.num_rows
+        signals = {name: [None] * num_rows for name in SIGNALS}
+        parsed = sorted(rows.parsed)
+        if parsed:
+            similarity, agreement = self._text_signals(
+                [rows.parsed[i].question for i in parsed],
+                [rows.parsed[i].responses[0] for i in parsed])
+            for n, i in enumerate(parsed):
+                signals["holdout_similarity"][i] = float(similarity[n])
+                signals["qa_agreement"][i] = float(agreement[n])
+        signals["incontext_loglik"] = list(_per_token(columns, missing=None))
+        scores = []
+        for i in range(num_rows):
+            values = [signals[name][i] for name in SIGNALS]
+            if any(v is None for v in values):
+                scores.append(None)
+                continue
+            scores.append(float(np.mean([(v - self._stats[name][0]) / self._stats[name][1]
+                                         for name, v in zip(SIGNALS, values)])))
+        columns["fit_score"] = scores
+        for name in SIGNALS:
+            columns[f"fit_{name}"] = signals[name]
+        return columns
+
+    def features_for(self, dataset):
+        """The features of ``dataset`` scored: pass as ``dataset.map(..., features=)``."""
+        from datasets import Features
+
+        return Features({**dataset.features, **self.output_features(dataset.column_names)})
+
+    def output_features(self, column_names):
+        from datasets import Value
+
+        features = self.ica.output_features(column_names)
+        for name in ("score", *SIGNALS):
+            features[f"fit_{name}"] = Value("float64")
+        return features
+
+
+def _per_token(columns: dict[str, list], missing: float | None = np.nan) -> list:
+    out = []
+    for total, count in zip(columns["ica_logp_context"], columns["ica_num_response_tokens"]):
+        out.append(total / count if total is not None and count else missing)
+    return out
+
+
+def _rebuild(cls, holdout_rows, kwargs, identity):
+    del identity  # carried only so that the pickle, and so the map fingerprint, includes it
+    return cls(holdout_rows, **kwargs)
