@@ -1,0 +1,331 @@
+"""Method quality: does each score find the clean, on-target rows, and does weighting by it help?
+
+Same data, same run, every method scored and trained the same way, on the embedded
+SmolLM2-135M-Instruct and the real ShareGPT demo data (``ica_hub.data.demo_data``), per seed:
+
+1. Scores for the pool: the published ICA score (sum and per token), the contrastive variant
+   (pool demonstrations subtracted), the default ``ica-fit`` and each of its three signals,
+   plain log-likelihood per token (no holdout), RHO-LOSS with a reference model trained on the
+   holdout, and random. Reported: AUROC of clean over noisy rows and of target over off-domain
+   rows (clean rows only).
+2. With ``--train``: LoRA SFT on the pool, uniform against weighted by each score (min-max per
+   batch) and against keeping the top half by ``ica-fit``; target-domain test loss. DPO and
+   SimPO on the preference pairs, uniform against ICA-weighted; held-out preference accuracy.
+
+Each seed draws its own data (holdout, pool, test rows, pairs) and trains with its own seed;
+the summary gives the mean and the spread (standard deviation) over seeds, and, for training,
+the paired difference against uniform per seed. Stages are cached under ``--output`` per seed,
+so an interrupted run resumes.
+
+    python benchmarks/bench_quality.py --seeds 0 1 2 --pool 120            # scores (~45 min)
+    python benchmarks/bench_quality.py --seeds 0 1 2 --pool 120 --train    # + training
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import platform
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+logger = logging.getLogger("bench_quality")
+
+MODEL = "embedded/smollm2-135m-instruct"
+# name: (column, what it is)
+SCORES = {
+    "ica-fit (default)": "fit_score",
+    "ica (published, sum)": "ica_score",
+    "ica per token": "ica_score_per_token",
+    "ica contrastive": "contrastive_score",
+    "ica contrastive per token": "contrastive_score_per_token",
+    "in-context loglik per token": "fit_incontext_loglik",
+    "holdout similarity": "fit_holdout_similarity",
+    "question-answer agreement": "fit_qa_agreement",
+    "loglik per token (no holdout)": "loglik_per_token",
+    "rho-loss": "rho_score",
+    "rho-loss per token": "rho_score_per_token",
+    "random": "random_score",
+}
+SFT_RUNS = {  # name: (score column or None for uniform, keep top half)
+    "uniform": (None, False),
+    "ica-fit weighted": ("fit_score", False),
+    "ica-fit top half": ("fit_score", True),
+    "ica (published) weighted": ("ica_score", False),
+    "loglik weighted": ("loglik_per_token", False),
+    "rho-loss weighted": ("rho_score", False),
+    "random weighted": ("random_score", False),
+}
+
+
+def data_config(args, seed: int):
+    from ica_hub.data.demo_data import DemoDataConfig
+
+    return replace(DemoDataConfig(), seed=seed, num_pool=args.pool, num_holdout=args.holdout,
+                   num_test=args.test, num_pairs=args.pairs, num_pairs_test=args.pairs,
+                   max_answer_chars=args.max_answer_chars)
+
+
+def score_pool(args, seed: int, folder: Path):
+    """Every score column of the pool, cached in ``folder/scored``."""
+    from datasets import load_from_disk
+
+    cached = folder / "scored"
+    if cached.exists():
+        return load_from_disk(str(cached))
+    from ica_hub.data.demo_data import build_demo_data
+    from ica_hub.scoring import HoldoutFitScorer, ICAScorer, RhoLossScorer
+
+    data = build_demo_data(data_config(args, seed))
+    pool, holdout = data["pool"], data["holdout"]
+    options = dict(k=args.k, max_length=1024, max_demonstration_tokens=args.demo_tokens)
+    timings = {}
+
+    started = time.perf_counter()
+    fit = HoldoutFitScorer(holdout, MODEL, **options)
+    scored = pool.map(fit, batched=True, batch_size=16, features=fit.features_for(pool),
+                      desc=f"seed {seed}: ica-fit (and the published ica)")
+    timings["ica-fit"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    contrastive = ICAScorer(holdout, MODEL, baseline="pool", baseline_pool=pool,
+                            column_prefix="contrastive", **options)
+    extra = pool.map(contrastive, batched=True, batch_size=16,
+                     features=contrastive.features_for(pool),
+                     desc=f"seed {seed}: contrastive ica")
+    timings["contrastive"] = time.perf_counter() - started
+    for name in ("contrastive_score", "contrastive_score_per_token"):
+        scored = scored.add_column(name, extra[name])
+
+    started = time.perf_counter()
+    reference = train_reference(args, seed, holdout, folder / "reference")
+    rho = RhoLossScorer(str(reference), MODEL, max_length=1024)
+    extra = pool.map(rho, batched=True, batch_size=16, desc=f"seed {seed}: rho-loss")
+    timings["rho-loss (incl. reference training)"] = time.perf_counter() - started
+    for name in ("rho_score", "rho_score_per_token"):
+        scored = scored.add_column(name, extra[name])
+
+    loglik = [b / n if b is not None and n else None
+              for b, n in zip(scored["ica_logp_base"], scored["ica_num_response_tokens"])]
+    scored = scored.add_column("loglik_per_token", loglik)
+    random = np.random.default_rng(seed).random(len(scored)).tolist()
+    scored = scored.add_column("random_score", random)
+    scored.save_to_disk(str(cached))
+    (folder / "scoring_seconds.json").write_text(json.dumps(timings, indent=2))
+    return scored
+
+
+def train_reference(args, seed: int, holdout, folder: Path) -> Path:
+    """RHO-LOSS's reference: the model fine-tuned (all weights) on the holdout."""
+    if (folder / "config.json").exists():
+        return folder
+    # Uniform weights: the trainers still read a score column, all equal here.
+    holdout.add_column("ica_score", [0.0] * len(holdout)).save_to_disk(
+        str(folder.parent / "holdout"))
+    run_training(method="sft", train=folder.parent / "holdout", output=folder, seed=seed,
+                 weighted=None, lora=False, learning_rate=5e-5, epochs=2, args=args)
+    return folder
+
+
+def run_training(*, method: str, train: Path, output: Path, seed: int, weighted: str | None,
+                 lora: bool, learning_rate: float, epochs: float, args) -> Path:
+    from ica_hub.config import TrainRecipe, config_from_dict, validate
+    from ica_hub.training.run import run_training as train_recipe
+
+    settings = {
+        "method": method,
+        "model": {"name_or_path": MODEL},
+        "data": {"train": str(train)},
+        "weights": {"source": "score", "score_column": weighted or "ica_score",
+                    "rule": "minmax" if weighted else "uniform"},
+        "lora": {"enabled": lora},
+        "training": {"output_dir": str(output), "num_train_epochs": epochs,
+                     "per_device_train_batch_size": args.batch_size,
+                     "learning_rate": learning_rate, "lr_scheduler_type": "cosine",
+                     "max_length": args.train_max_length, "logging_steps": 1, "seed": seed},
+    }
+    return train_recipe(config_from_dict(TrainRecipe, settings, None, validate))
+
+
+def score_quality(scored) -> dict:
+    from ica_hub.evaluation.evaluate_model import score_quality as quality
+
+    columns = {name: column for name, column in SCORES.items() if column in scored.column_names}
+    return quality(scored, columns)
+
+
+def train_and_evaluate(args, seed: int, folder: Path, scored) -> dict:
+    """SFT variants on the pool, DPO/SimPO on the pairs; held-out metrics per run (cached)."""
+    from ica_hub.data.demo_data import build_demo_data
+    from ica_hub.evaluation.evaluate_model import evaluate_model
+    from ica_hub.scoring import ICAScorer
+
+    results_file = folder / "training.json"
+    results = json.loads(results_file.read_text()) if results_file.exists() else {}
+    data = build_demo_data(data_config(args, seed))
+    test, pairs_test = data["test"], data["pairs_test"]
+
+    def evaluate(name: str, model_path: str, seconds: float | None) -> None:
+        metrics = evaluate_model(model_path, test=test, pairs_test=pairs_test, max_length=1024)
+        results[name] = {"test_loss": metrics["response_loss"]["loss"],
+                         "preference_accuracy": metrics["preference_accuracy"]["accuracy"],
+                         "train_seconds": seconds}
+        results_file.write_text(json.dumps(results, indent=2))
+        logger.info("seed %d %s: %s", seed, name, results[name])
+
+    if "base" not in results:
+        evaluate("base", MODEL, None)
+    for name, (column, top_half) in SFT_RUNS.items():
+        if f"sft {name}" in results:
+            continue
+        rows = scored
+        if top_half:
+            values = np.array([np.nan if v is None else v for v in scored[column]])
+            keep = np.argsort(-np.nan_to_num(values, nan=-np.inf), kind="stable")
+            rows = scored.select(sorted(keep[: len(values) // 2].tolist()))
+        train = folder / "train-data" / name.replace(" ", "_")
+        rows.save_to_disk(str(train))
+        started = time.perf_counter()
+        output = run_training(method="sft", train=train, output=folder / "sft" / name.replace(
+            " ", "_"), seed=seed, weighted=None if top_half else column, lora=True,
+            learning_rate=args.sft_lr, epochs=1, args=args)
+        evaluate(f"sft {name}", str(output), time.perf_counter() - started)
+
+    pairs_path = folder / "pairs-scored"
+    if not pairs_path.exists():
+        scorer = ICAScorer(data["holdout_pairs"], MODEL, k=args.k, max_length=1024,
+                           max_demonstration_tokens=args.demo_tokens)
+        pairs = data["pairs"]
+        pairs.map(scorer, batched=True, batch_size=8, features=scorer.features_for(pairs),
+                  desc=f"seed {seed}: ica on pairs").save_to_disk(str(pairs_path))
+    for method in ("dpo", "simpo"):
+        for weighted in (None, "ica_score"):
+            name = f"{method} {'ica weighted' if weighted else 'uniform'}"
+            if name in results:
+                continue
+            started = time.perf_counter()
+            output = run_training(method=method, train=pairs_path,
+                                  output=folder / method / ("ica" if weighted else "uniform"),
+                                  seed=seed, weighted=weighted, lora=True,
+                                  learning_rate=args.pref_lr, epochs=1, args=args)
+            evaluate(name, str(output), time.perf_counter() - started)
+    return results
+
+
+# -- the report --------------------------------------------------------------------------
+
+
+def _mean_std(values: list[float]) -> str:
+    values = [v for v in values if v is not None and np.isfinite(v)]
+    if not values:
+        return "n/a"
+    if len(values) == 1:
+        return f"{values[0]:.3f}"
+    return f"{np.mean(values):.3f} ± {np.std(values, ddof=1):.3f}"
+
+
+def report(per_seed: dict[int, dict], args) -> str:
+    seeds = sorted(per_seed)
+    lines = [f"### Score quality ({len(seeds)} seeds: {seeds}; pool {args.pool} rows, holdout "
+             f"{args.holdout}, k={args.k})", "",
+             "AUROC, mean ± standard deviation over seeds (0.5 = chance).", "",
+             "| score | clean > noisy | target > off-domain | per seed (noise / domain) |",
+             "|---|---|---|---|"]
+    for name in SCORES:
+        noise = [per_seed[s]["quality"].get(name, {}).get("clean_over_noisy", {}).get("auroc")
+                 for s in seeds]
+        domain = [per_seed[s]["quality"].get(name, {}).get("target_over_off_domain", {})
+                  .get("auroc") for s in seeds]
+        if all(v is None for v in noise):
+            continue
+        detail = ", ".join(f"{n:.2f}/{d:.2f}" for n, d in zip(noise, domain))
+        lines.append(f"| {name} | {_mean_std(noise)} | {_mean_std(domain)} | {detail} |")
+    trained = [s for s in seeds if per_seed[s].get("training")]
+    if trained:
+        lines += ["", f"### Training ({len(trained)} seeds: {trained}; LoRA, 1 epoch, "
+                  f"batch {args.batch_size}, max_length {args.train_max_length})", "",
+                  "Target-domain test loss (nats per response token) and held-out preference "
+                  "accuracy; \"vs uniform\" is the paired difference per seed, mean ± standard "
+                  "deviation.", "",
+                  "| run | test loss | vs uniform | preference accuracy | vs uniform | "
+                  "train s |", "|---|---|---|---|---|---|"]
+        names = list(per_seed[trained[0]]["training"])
+        for name in names:
+            rows = [per_seed[s]["training"].get(name) for s in trained]
+            rows = [r for r in rows if r]
+            method = name.split()[0]
+            uniform = {"sft": "sft uniform", "dpo": "dpo uniform", "simpo": "simpo uniform"}.get(
+                method, "base")
+            diffs_loss, diffs_acc = [], []
+            for s in trained:
+                run, base = per_seed[s]["training"].get(name), per_seed[s]["training"].get(uniform)
+                if run and base:
+                    diffs_loss.append(run["test_loss"] - base["test_loss"])
+                    diffs_acc.append(run["preference_accuracy"] - base["preference_accuracy"])
+            seconds = [r["train_seconds"] for r in rows if r.get("train_seconds")]
+            lines.append(
+                f"| {name} | {_mean_std([r['test_loss'] for r in rows])} | "
+                f"{_mean_std(diffs_loss) if name != uniform else '-'} | "
+                f"{_mean_std([r['preference_accuracy'] for r in rows])} | "
+                f"{_mean_std(diffs_acc) if name != uniform else '-'} | "
+                f"{np.mean(seconds):.0f} |" if seconds else
+                f"| {name} | {_mean_std([r['test_loss'] for r in rows])} | - | "
+                f"{_mean_std([r['preference_accuracy'] for r in rows])} | - | - |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--pool", type=int, default=120)
+    parser.add_argument("--holdout", type=int, default=24)
+    parser.add_argument("--test", type=int, default=32)
+    parser.add_argument("--pairs", type=int, default=32)
+    parser.add_argument("--k", type=int, default=3)
+    parser.add_argument("--demo-tokens", type=int, default=128,
+                        help="cap on each demonstration's question and answer")
+    parser.add_argument("--max-answer-chars", type=int, default=600)
+    parser.add_argument("--train", action="store_true", help="also train and evaluate")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--train-max-length", type=int, default=512)
+    parser.add_argument("--sft-lr", type=float, default=2e-4)
+    parser.add_argument("--pref-lr", type=float, default=5e-5)
+    parser.add_argument("--output", default="outputs/bench_quality")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: "
+                        "%(message)s", datefmt="%H:%M:%S")
+    for name in ("httpx", "httpx2", "httpcore"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+    started = time.perf_counter()
+    per_seed = {}
+    for seed in args.seeds:
+        folder = Path(args.output) / f"seed{seed}"
+        folder.mkdir(parents=True, exist_ok=True)
+        scored = score_pool(args, seed, folder)
+        per_seed[seed] = {"quality": score_quality(scored)}
+        if args.train:
+            per_seed[seed]["training"] = train_and_evaluate(args, seed, folder, scored)
+        (folder / "quality.json").write_text(json.dumps(per_seed[seed], indent=2, default=str))
+    text = report(per_seed, args)
+    header = (f"`python benchmarks/bench_quality.py {' '.join(_argv())}` on "
+              f"{platform.machine()}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
+              f"{(time.perf_counter() - started) / 60:.0f} min in this invocation (cached "
+              "stages not counted).")
+    print("\n" + header + "\n\n" + text)
+    (Path(args.output) / "report.md").write_text(header + "\n\n" + text + "\n")
+
+
+def _argv() -> list[str]:
+    import sys
+
+    return sys.argv[1:]
+
+
+if __name__ == "__main__":
+    main()
