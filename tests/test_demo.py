@@ -55,7 +55,7 @@ def test_holdout_smaller_than_k_fails_before_anything_is_built(tmp_path, capsys)
 
 @pytest.mark.parametrize("size", [10_000])
 def test_too_large_demo_names_the_knobs(size):
-    with pytest.raises(ValueError, match="max-answer-chars"):
+    with pytest.raises(ValueError, match="max_answer_chars"):
         build_demo_data(DemoDataConfig(num_pool=size))
 
 

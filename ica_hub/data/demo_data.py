@@ -144,7 +144,8 @@ def build_demo_data(config: DemoDataConfig = DemoDataConfig()) -> DatasetDict:
             f"ShareGPT has {len(code)} coding and {len(other)} other rows passing the filters; "
             f"this config needs {need_code} and {need_other}. Lower the sizes (num_pool, "
             "num_holdout, num_test, num_pairs, num_pairs_test) or widen the filters "
-            "(max_answer_chars, max_question_chars; `ica-hub demo --max-answer-chars 900`)."
+            "(max_answer_chars, max_question_chars), e.g. `ica-hub demo recipes/demo.yaml "
+            "data.max_answer_chars=900`."
         )
     rng.shuffle(code)
     rng.shuffle(other)
