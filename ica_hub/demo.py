@@ -223,8 +223,6 @@ def evaluate_all(recipe: DemoRecipe, models: dict[str, str], paths: dict[str, Pa
 
 def run_demo(recipe: DemoRecipe) -> dict[str, Any]:
     """The main job; returns the evaluation results (also written and pushed)."""
-    from datasets import load_from_disk
-
     from ica_hub.hub.local import LocalHub, use_hub
     from ica_hub.hub.versions import push_scored
 
@@ -247,7 +245,8 @@ def run_demo(recipe: DemoRecipe) -> dict[str, Any]:
         use_hub(recipe.hub.endpoint)
         endpoint = recipe.hub.endpoint
     try:
-        steps.start("score the pool", f"{recipe.scorer.name} on {recipe.model.name_or_path}, k={recipe.scorer.k}")
+        steps.start("score the pool", f"{recipe.scorer.name} on {recipe.model.name_or_path}, "
+                    f"k={recipe.scorer.k}")
         pool_scored, provenance = score_split(recipe, paths["pool"], paths["holdout"],
                                               out / "scored" / "pool")
         pool_scored = _with_base_per_token(pool_scored)
