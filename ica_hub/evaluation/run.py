@@ -130,8 +130,8 @@ def _load_split(spec: str, option: str, *, split: str, demo_split: str,
 
     try:
         dataset = load_rows(spec, split, demo_split=demo_split, revision=revision)
-    except StopIteration:  # what datasets' json builder raises on an empty file
-        dataset = Dataset.from_dict({})
+    except ValueError as error:  # an empty file: load_rows says so, here with the option
+        raise ValueError(f"{option}: {error}") from error
     if max_rows is not None:
         dataset = dataset.select(range(min(max_rows, len(dataset))))
     require_rows(dataset, f"{option} ({spec!r})")

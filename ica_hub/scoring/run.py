@@ -46,7 +46,7 @@ def load_rows(spec: str, split: str, *, demo_split: str, revision: str | None = 
             return load_dataset(_FILE_BUILDERS[path.suffix], data_files=str(path),
                                 split="train", streaming=streaming)
         except (ValueError, StopIteration) as error:  # an empty file has no schema to read
-            raise ValueError(f"{spec!r}: no rows could be read from it ({error or 'empty'}); "
+            raise ValueError(f"{spec!r}: no rows could be read from it ({str(error) or 'the file is empty'}); "
                              "give a file with at least one row") from error
     return load_dataset(spec, revision=revision, split=split, streaming=streaming)
 

@@ -156,7 +156,9 @@ def test_empty_test_data_is_a_clear_error(tmp_path, tiny_model_dir, data_files, 
     data_files["test"] = tmp_path / "empty.jsonl"
     data_files["test"].write_text("")
     assert main(["eval", RECIPE, *overrides(tmp_path, tiny_model_dir, data_files)]) == 2
-    assert f"data.test ('{data_files['test']}') has no rows" in capsys.readouterr().err
+    error = capsys.readouterr().err
+    assert f"data.test: '{data_files['test']}': no rows could be read" in error
+    assert "the file is empty" in error
 
 
 @pytest.mark.slow
