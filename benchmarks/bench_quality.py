@@ -33,9 +33,12 @@ from pathlib import Path
 
 import numpy as np
 
+from ica_hub.scoring.fit import SIGNALS as FIT_SIGNALS, HoldoutFitScorer
+
 logger = logging.getLogger("bench_quality")
 
 MODEL = "embedded/smollm2-135m-instruct"
+FIT_VERSION = HoldoutFitScorer.scorer_version
 # name: (column, what it is)
 SCORES = {
     "ica-fit (default)": "fit_score",
@@ -46,6 +49,7 @@ SCORES = {
     "in-context loglik per token": "fit_incontext_loglik",
     "holdout similarity": "fit_holdout_similarity",
     "question-answer agreement": "fit_qa_agreement",
+    "end of turn log-prob": "fit_end_of_turn",
     "loglik per token (no holdout)": "loglik_per_token",
     "rho-loss": "rho_score",
     "rho-loss per token": "rho_score_per_token",
@@ -71,52 +75,57 @@ def data_config(args, seed: int):
 
 
 def score_pool(args, seed: int, folder: Path):
-    """Every score column of the pool, cached in ``folder/scored``."""
-    from datasets import load_from_disk
-
-    cached = folder / "scored"
-    if cached.exists():
-        return load_from_disk(str(cached))
+    """Every score column of the pool; each stage's columns cached in ``folder/stages``."""
     from ica_hub.data.demo_data import build_demo_data
-    from ica_hub.scoring import HoldoutFitScorer, ICAScorer, RhoLossScorer
+    from ica_hub.scoring import ICAScorer, RhoLossScorer
 
     data = build_demo_data(data_config(args, seed))
     pool, holdout = data["pool"], data["holdout"]
     options = dict(k=args.k, max_length=1024, max_demonstration_tokens=args.demo_tokens)
-    timings = {}
+    timings_file = folder / "scoring_seconds.json"
+    timings = json.loads(timings_file.read_text()) if timings_file.exists() else {}
 
-    started = time.perf_counter()
-    fit = HoldoutFitScorer(holdout, MODEL, **options)
-    scored = pool.map(fit, batched=True, batch_size=16, features=fit.features_for(pool),
-                      desc=f"seed {seed}: ica-fit (and the published ica)")
-    timings["ica-fit"] = time.perf_counter() - started
+    def stage(name: str, make_scorer, columns: list[str], map_options):
+        """The stage's columns, scored now or read back from its cache."""
+        from datasets import load_from_disk
 
-    started = time.perf_counter()
-    contrastive = ICAScorer(holdout, MODEL, baseline="pool", baseline_pool=pool,
-                            column_prefix="contrastive", **options)
-    extra = pool.map(contrastive, batched=True, batch_size=16,
-                     features=contrastive.features_for(pool),
-                     desc=f"seed {seed}: contrastive ica")
-    timings["contrastive"] = time.perf_counter() - started
-    for name in ("contrastive_score", "contrastive_score_per_token"):
-        scored = scored.add_column(name, extra[name])
+        cached = folder / "stages" / name.replace(" ", "_")
+        if not cached.exists():
+            started = time.perf_counter()
+            scorer = make_scorer()
+            scored = pool.map(scorer, batched=True, batch_size=16,
+                              desc=f"seed {seed}: {name}", **map_options(scorer))
+            scored.select_columns(columns).save_to_disk(str(cached))
+            timings[name] = time.perf_counter() - started
+            timings_file.write_text(json.dumps(timings, indent=2))
+        return load_from_disk(str(cached))
 
-    started = time.perf_counter()
-    reference = train_reference(args, seed, holdout, folder / "reference")
-    rho = RhoLossScorer(str(reference), MODEL, max_length=1024)
-    extra = pool.map(rho, batched=True, batch_size=16, desc=f"seed {seed}: rho-loss")
-    timings["rho-loss (incl. reference training)"] = time.perf_counter() - started
-    for name in ("rho_score", "rho_score_per_token"):
-        scored = scored.add_column(name, extra[name])
-
+    fit_columns = ["fit_score", *(f"fit_{name}" for name in FIT_SIGNALS), "ica_score",
+                   "ica_score_per_token", "ica_logp_base", "ica_logp_context",
+                   "ica_num_response_tokens"]
+    features = lambda scorer: {"features": scorer.features_for(pool)}  # noqa: E731
+    stages = [
+        stage(f"ica-fit {FIT_VERSION} (and the published ica)",
+              lambda: HoldoutFitScorer(holdout, MODEL, **options), fit_columns, features),
+        stage("contrastive ica",
+              lambda: ICAScorer(holdout, MODEL, baseline="pool", baseline_pool=pool,
+                                column_prefix="contrastive", **options),
+              ["contrastive_score", "contrastive_score_per_token"], features),
+        stage("rho-loss (incl. reference training)",
+              lambda: RhoLossScorer(str(train_reference(args, seed, holdout,
+                                                        folder / "reference")),
+                                    MODEL, max_length=1024),
+              ["rho_score", "rho_score_per_token"], lambda scorer: {}),
+    ]
+    scored = pool
+    for columns in stages:
+        for name in columns.column_names:
+            scored = scored.add_column(name, columns[name])
     loglik = [b / n if b is not None and n else None
               for b, n in zip(scored["ica_logp_base"], scored["ica_num_response_tokens"])]
     scored = scored.add_column("loglik_per_token", loglik)
     random = np.random.default_rng(seed).random(len(scored)).tolist()
-    scored = scored.add_column("random_score", random)
-    scored.save_to_disk(str(cached))
-    (folder / "scoring_seconds.json").write_text(json.dumps(timings, indent=2))
-    return scored
+    return scored.add_column("random_score", random)
 
 
 def train_reference(args, seed: int, holdout, folder: Path) -> Path:
@@ -179,7 +188,8 @@ def train_and_evaluate(args, seed: int, folder: Path, scored) -> dict:
 
     if "base" not in results:
         evaluate("base", MODEL, None)
-    for name, (column, top_half) in SFT_RUNS.items():
+    for name in args.sft_runs:
+        column, top_half = SFT_RUNS[name]
         if f"sft {name}" in results:
             continue
         rows = scored
@@ -326,6 +336,8 @@ def main() -> None:
     parser.add_argument("--train-max-length", type=int, default=512)
     parser.add_argument("--sft-lr", type=float, default=2e-4)
     parser.add_argument("--pref-lr", type=float, default=5e-5)
+    parser.add_argument("--sft-runs", nargs="+", default=list(SFT_RUNS), choices=list(SFT_RUNS),
+                        metavar="RUN", help=f"SFT runs to train, of: {', '.join(SFT_RUNS)}")
     parser.add_argument("--output", default="outputs/bench_quality")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: "

@@ -48,6 +48,21 @@ class ChatRenderer:
         """The prompt as the model sees it just before the response (generation prompt on)."""
         return self.render(prompt, add_generation_prompt=True)
 
+    def end_of_turn_ids(self) -> tuple[int, ...]:
+        """The first token the template puts after a finished assistant response (ChatML:
+        ``<|im_end|>``), or the tokenizer's EOS when the template puts nothing there; empty when
+        the model has neither. Its log-probability after a response says whether the model
+        finds the response complete."""
+        sentinel = "\u2063ica-hub-response\u2063"
+        text = self.render([{"role": "user", "content": "?"},
+                            {"role": "assistant", "content": sentinel}])
+        after = text[text.rindex(sentinel) + len(sentinel):] if sentinel in text else ""
+        ids = self.encode(after) if after else ()
+        if ids:
+            return ids[:1]
+        eos = self.tokenizer.eos_token_id
+        return (eos,) if eos is not None else ()
+
     def _encode(self, text: str) -> tuple[int, ...]:
         return tuple(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 

@@ -1,7 +1,9 @@
 """Response log-probabilities for many sequences, with shared prefixes encoded once.
 
-A :class:`ScoringItem` is ``prefix segments + suffix + response`` as token ids. The engine
-returns, per item, the sum of the response tokens' log-probabilities and their count.
+A :class:`ScoringItem` is ``prefix segments + suffix + response (+ ending)`` as token ids. The
+engine returns, per item, the sum of the response tokens' log-probabilities and their count, and,
+for items that carry an ``ending`` (the tokens a chat template puts after a finished response),
+the ending's log-probability: how likely the model finds it that the response is complete.
 
 Speed comes from two things:
 
@@ -44,10 +46,12 @@ class ScoringItem:
     prefix: tuple[tuple[int, ...], ...]  # segments that other items may share
     suffix: tuple[int, ...]  # the rest of the prompt; never empty
     response: tuple[int, ...]
+    ending: tuple[int, ...] = ()  # scored apart from the response; empty: not scored
 
     @property
     def num_tokens(self) -> int:
-        return sum(map(len, self.prefix)) + len(self.suffix) + len(self.response)
+        return (sum(map(len, self.prefix)) + len(self.suffix) + len(self.response)
+                + len(self.ending))
 
 
 @dataclass
@@ -91,17 +95,27 @@ class LogProbEngine:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    @torch.inference_mode()
     def response_logps(self, items: Sequence[ScoringItem]) -> tuple[np.ndarray, np.ndarray]:
         """``(sum_logps, num_tokens)`` per item, in item order (float64, int64)."""
-        sums = np.zeros(len(items), dtype=np.float64)
+        sums, counts, _ = self.response_and_ending_logps(items)
+        return sums, counts
+
+    @torch.inference_mode()
+    def response_and_ending_logps(
+        self, items: Sequence[ScoringItem]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(sum_logps, num_tokens, ending_logps)`` per item, in item order; the ending's
+        log-probability is NaN for items without an ``ending``."""
+        # sums[:, 0]: response tokens; sums[:, 1]: ending tokens
+        sums = np.zeros((len(items), 2), dtype=np.float64)
         counts = np.array([len(item.response) for item in items], dtype=np.int64)
+        endings = np.array([np.nan if not item.ending else 0.0 for item in items])
         if not items:
-            return sums, counts
+            return sums[:, 0].copy(), counts, endings
         segments = [[segment for segment in item.prefix if segment] for item in items]
         if not self.reuse_prefix:
             self._run_group(items, segments, [(i, 0) for i in range(len(items))], None, sums)
-            return sums, counts
+            return sums[:, 0].copy(), counts, endings + sums[:, 1]
 
         root = _Node()
         for index, item_segments in enumerate(segments):
@@ -112,7 +126,7 @@ class LogProbEngine:
                 node.count += 1
             node.items.append(index)
         self._visit(root, 0, None, items, segments, sums)
-        return sums, counts
+        return sums[:, 0].copy(), counts, endings + sums[:, 1]
 
     def _visit(self, node: _Node, depth: int, cache, items, segments, sums) -> None:
         # Depth first: one cache per level of the current path is alive at any time.
@@ -165,10 +179,11 @@ class LogProbEngine:
         prefix_len = cache.get_seq_length() if cache is not None else 0
         heads = {index: sum(segments[index][depth:], ()) + items[index].suffix
                  for index, depth in group}
-        order = sorted(heads, key=lambda i: len(heads[i]) + len(items[i].response))
+        tails = {index: items[index].response + items[index].ending for index in heads}
+        order = sorted(heads, key=lambda i: len(heads[i]) + len(tails[i]))
         batch: list[int] = []
         for index in order:
-            length = len(heads[index]) + len(items[index].response)
+            length = len(heads[index]) + len(tails[index])
             # Sorted ascending, so the newest item is the longest: padded size = count x length.
             if batch and (len(batch) + 1) * (length + prefix_len) > self.max_tokens_per_batch:
                 self._run_batch(items, heads, batch, cache, sums)
@@ -178,7 +193,7 @@ class LogProbEngine:
             self._run_batch(items, heads, batch, cache, sums)
 
     def _run_batch(self, items, heads, batch: list[int], cache, sums: np.ndarray) -> None:
-        sequences = [heads[i] + items[i].response for i in batch]
+        sequences = [heads[i] + items[i].response + items[i].ending for i in batch]
         width = max(map(len, sequences))
         input_ids = torch.zeros((len(batch), width), dtype=torch.long)  # pads: any id, unseen
         for row, sequence in enumerate(sequences):
@@ -192,18 +207,19 @@ class LogProbEngine:
         self.forward_tokens += sum(map(len, sequences))
 
         # The hidden state at position p predicts token p + 1: response token j of a row is
-        # predicted at position len(head) - 1 + j.
-        rows, positions, targets, owners = [], [], [], []
+        # predicted at position len(head) - 1 + j, and the ending follows the response.
+        rows, positions, targets, owners, parts = [], [], [], [], []
         for row, index in enumerate(batch):
             start = len(heads[index]) - 1
-            response = items[index].response
-            rows += [row] * len(response)
-            positions += range(start, start + len(response))
-            targets += response
-            owners += [index] * len(response)
+            scored = items[index].response + items[index].ending
+            rows += [row] * len(scored)
+            positions += range(start, start + len(scored))
+            targets += scored
+            owners += [index] * len(scored)
+            parts += [0] * len(items[index].response) + [1] * len(items[index].ending)
         selected = hidden[torch.tensor(rows), torch.tensor(positions)]  # (tokens, hidden)
         token_logps = self._token_logps(selected, torch.tensor(targets, device=self.device))
-        np.add.at(sums, np.array(owners), token_logps.double().cpu().numpy())
+        np.add.at(sums, (np.array(owners), np.array(parts)), token_logps.double().cpu().numpy())
 
     def _token_logps(self, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         out = []

@@ -1,4 +1,4 @@
-"""The holdout-fit scorer (``ica-fit/v1``): the toolkit's default score for SFT rows.
+"""The holdout-fit scorer (``ica-fit/v2``): the toolkit's default score for SFT rows.
 
 Why not the published ICA score alone: on the embedded 135M model, ``log p(y|C,x) - log p(y|x)``
 measures mostly a generic effect of *any* demonstrations, not the holdout's. Demonstrations drawn
@@ -6,16 +6,30 @@ from the training pool instead of the holdout raise a swapped answer's likelihoo
 so the published score ranks answers to other questions highest (benchmarks/RESULTS.md, "Method
 quality"). What the ICA machinery does measure well is how likely a response is once the holdout
 is in the context, and how close a row is to the holdout rows it retrieves. ``ica-fit`` combines
-three such signals, each in units of the holdout's own spread:
+four such signals, each in units of the holdout's own spread, ``z_j = (signal_j - holdout mean_j)
+/ holdout std_j``. One says whether the row is on target:
+
+- ``fit_holdout_similarity``: mean cosine similarity of the row's question-and-answer embedding
+  to its k nearest holdout rows (the retrieval that picks the demonstrations).
+
+Three say whether the row is clean, each catching a different kind of noise:
 
 - ``fit_incontext_loglik``: ``log p(y | C, x) / |y|``, the ICA in-context pass per response token
-  (a corrupted or off-target response is unlikely even with the holdout in view);
-- ``fit_holdout_similarity``: mean cosine similarity of the row's question-and-answer embedding
-  to its k nearest holdout rows (the retrieval that picks the demonstrations);
+  (garbled or corrupted text is unlikely even with the holdout in view);
 - ``fit_qa_agreement``: cosine similarity of the question's and the answer's embeddings (an
-  answer to another question agrees poorly with its question).
+  answer to another question agrees poorly with its question);
+- ``fit_end_of_turn``: ``log p(end of turn | C, x, y)``, read off the same in-context pass (a
+  response cut off mid-sentence is one the model does not expect to end there).
 
-    fit_score = mean_j (signal_j - holdout mean_j) / holdout std_j
+    fit_score = domain_weight * z_similarity + sum_q min(z_q, 0)
+
+The cleanliness checks are one-sided: a row as clean as the typical holdout row loses nothing,
+and being cleaner than the holdout earns nothing, so on clean rows the ranking is the domain
+term's; a row that fails any check is pushed down by how far it falls short. ``domain_weight``
+(default 2) trades "on target" against "clean": 0 ranks by cleanliness alone. Both the form and
+the default were chosen on the method-quality benchmark (benchmarks/RESULTS.md), where each
+signal alone and the ``v1`` form (an unweighted mean of three z-scores, without the end of turn)
+are reported beside it.
 
 The holdout statistics come from scoring the holdout rows themselves, each with the others as
 demonstrations (a row never sees itself), once, on the first call. 0 means "as typical as the
@@ -39,7 +53,9 @@ from ica_hub.scoring.ica import ICAScorer, _parse_all
 
 logger = logging.getLogger(__name__)
 
-SIGNALS = ("incontext_loglik", "holdout_similarity", "qa_agreement")
+DOMAIN_SIGNAL = "holdout_similarity"
+CLEAN_SIGNALS = ("incontext_loglik", "qa_agreement", "end_of_turn")
+SIGNALS = (DOMAIN_SIGNAL, *CLEAN_SIGNALS)
 _MIN_STD = 1e-6
 _PAIRS_REFUSED = ("ica-fit scores SFT rows; these are preference pairs: score them with "
                   "ICAScorer (scorer.name=ica), whose score is the chosen-over-rejected margin "
@@ -56,14 +72,20 @@ class HoldoutFitScorer:
     """
 
     scorer_name = "ica-fit"
-    scorer_version = "v1"
+    scorer_version = "v2"
 
     def __init__(self, holdout, model: Any = EMBEDDED_MODEL, tokenizer: Any = None, *,
-                 k: int = 3, embedder: str = EMBEDDED_EMBEDDER, **ica_options):
+                 k: int = 3, embedder: str = EMBEDDED_EMBEDDER, domain_weight: float = 2.0,
+                 **ica_options):
         if ica_options.get("baseline", "none") != "none":
             raise ValueError("ica-fit uses the holdout pass only: leave baseline='none'")
+        if not (isinstance(domain_weight, (int, float)) and np.isfinite(domain_weight)
+                and domain_weight >= 0):
+            raise ValueError(f"domain_weight={domain_weight!r}: must be a finite number >= 0 "
+                             "(0 ranks by cleanliness alone; the default is 2)")
+        ica_options.pop("score_ending", None)  # always on: the end-of-turn signal needs it
         self._holdout_rows = [dict(row) for row in holdout]
-        self._options = dict(ica_options, k=k, embedder=embedder)
+        self._options = dict(ica_options, k=k, embedder=embedder, domain_weight=domain_weight)
         # The holdout's problems first: before the tokenizer or the model is fetched.
         holdout_format, parsed = _parse_all(self._holdout_rows, "holdout")
         if holdout_format.is_preference:
@@ -74,7 +96,10 @@ class HoldoutFitScorer:
                              f"row is scored with k others to calibrate); it has "
                              f"{len(parsed)}: add holdout rows or lower k")
         self.ica = ICAScorer(self._holdout_rows, model, tokenizer, k=k, embedder=embedder,
-                             column_prefix="ica", **ica_options)
+                             column_prefix="ica", score_ending=True, **ica_options)
+        if not self.ica.renderer.end_of_turn_ids():
+            raise ValueError("ica-fit reads the end-of-turn log-prob, but this tokenizer has no "
+                             "chat template ending and no EOS token; use ICAScorer instead")
         self._embedder = None
         self._holdout_pairs: np.ndarray | None = None  # question+answer embeddings
         self._stats: dict[str, tuple[float, float]] | None = None
@@ -84,12 +109,15 @@ class HoldoutFitScorer:
         return f"{self.scorer_name}/{self.scorer_version}"
 
     def identity(self) -> dict[str, Any]:
-        return {**self.ica.identity(), "scorer": self.name, "ica_scorer": self.ica.name}
+        return {**self.ica.identity(), "scorer": self.name, "ica_scorer": self.ica.name,
+                "domain_weight": float(self._options["domain_weight"])}
 
     def provenance(self) -> dict[str, Any]:
         record = self.ica.provenance()
         record["scorer"] = self.name
-        record.setdefault("settings", {})["signals"] = list(SIGNALS)
+        settings = record.setdefault("settings", {})
+        settings["signals"] = list(SIGNALS)
+        settings["domain_weight"] = float(self._options["domain_weight"])
         return record
 
     def __reduce__(self):
@@ -131,7 +159,7 @@ class HoldoutFitScorer:
         scored = self.ica(batch, rank)
         similarity, agreement = self._text_signals(questions, answers, exclude_self=True)
         signals = {"incontext_loglik": _per_token(scored), "holdout_similarity": similarity,
-                   "qa_agreement": agreement}
+                   "qa_agreement": agreement, "end_of_turn": _values(scored["ica_logp_end"])}
         self._stats = {}
         for name, values in signals.items():
             values = np.asarray(values, dtype=float)
@@ -170,18 +198,21 @@ class HoldoutFitScorer:
                 signals["holdout_similarity"][i] = float(similarity[n])
                 signals["qa_agreement"][i] = float(agreement[n])
         signals["incontext_loglik"] = list(_per_token(columns, missing=None))
-        scores = []
-        for i in range(num_rows):
-            values = [signals[name][i] for name in SIGNALS]
-            if any(v is None for v in values):
-                scores.append(None)
-                continue
-            scores.append(float(np.mean([(v - self._stats[name][0]) / self._stats[name][1]
-                                         for name, v in zip(SIGNALS, values)])))
-        columns["fit_score"] = scores
+        signals["end_of_turn"] = list(columns["ica_logp_end"])
+        columns["fit_score"] = [self._combine({name: signals[name][i] for name in SIGNALS})
+                                for i in range(num_rows)]
         for name in SIGNALS:
             columns[f"fit_{name}"] = signals[name]
         return columns
+
+    def _combine(self, values: dict[str, float | None]) -> float | None:
+        """``domain_weight * z_similarity + sum_q min(z_q, 0)``; None if a signal is missing."""
+        if any(v is None or not np.isfinite(v) for v in values.values()):
+            return None
+        z = {name: (v - self._stats[name][0]) / self._stats[name][1]
+             for name, v in values.items()}
+        shortfall = sum(min(z[name], 0.0) for name in CLEAN_SIGNALS)
+        return float(self._options["domain_weight"] * z[DOMAIN_SIGNAL] + shortfall)
 
     def features_for(self, dataset):
         """The features of ``dataset`` scored: pass as ``dataset.map(..., features=)``."""
@@ -203,6 +234,10 @@ def _per_token(columns: dict[str, list], missing: float | None = np.nan) -> list
     for total, count in zip(columns["ica_logp_context"], columns["ica_num_response_tokens"]):
         out.append(total / count if total is not None and count else missing)
     return out
+
+
+def _values(column) -> np.ndarray:
+    return np.array([np.nan if v is None else v for v in column], dtype=float)
 
 
 def _rebuild(cls, holdout_rows, kwargs, identity):

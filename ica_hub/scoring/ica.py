@@ -24,6 +24,8 @@ Columns added (``ica`` is the default ``column_prefix``):
 | ``ica_num_response_tokens`` | response tokens scored (preference: chosen + rejected)        |
 | ``ica_demonstrations``      | holdout row indices used as demonstrations, in prompt order   |
 | ``ica_flag``                | null, or why the row was not scored exactly as asked          |
+| ``ica_logp_end``            | ``score_ending=True``, SFT rows: log p(end of turn | C, x, y), |
+|                             | how likely the model finds the response complete              |
 
 Preference rows also get ``ica_logp_{base,context}_{chosen,rejected}`` and
 ``ica_num_tokens_{chosen,rejected}``. A flagged row may still have a score (fewer
@@ -100,6 +102,7 @@ class ICAScorer:
         max_tokens_per_batch: int = 4096,
         reuse_prefix: bool = True,
         column_prefix: str = "ica",
+        score_ending: bool = False,
         device: str | None = None,
         revision: str | None = None,
         dtype: torch.dtype = torch.float32,
@@ -112,7 +115,7 @@ class ICAScorer:
             demonstration_order=demonstration_order,
             fixed_indices=list(fixed_indices) if fixed_indices is not None else None,
             max_length=max_length, max_demonstration_tokens=max_demonstration_tokens,
-            embedder=embedder, column_prefix=column_prefix,
+            embedder=embedder, column_prefix=column_prefix, score_ending=score_ending,
         )
         self.runtime = dict(max_tokens_per_batch=max_tokens_per_batch, reuse_prefix=reuse_prefix,
                             device=device, training_step=training_step)
@@ -137,6 +140,7 @@ class ICAScorer:
         self._holdout_index = DemonstrationIndex(self.holdout, embedder)
         self._pool_index = DemonstrationIndex(self.pool, embedder) if self.pool else None
         self._fixed_order = self._fixed_order_of(fixed_indices)
+        self._ending = self.renderer.end_of_turn_ids() if score_ending else ()
         self._engine = None
 
     # -- validation and set-up ------------------------------------------------------------
@@ -252,12 +256,16 @@ class ICAScorer:
 
         items = [item for plan in plans.values() for item in plan["items"]]
         if items:
-            sums, counts = self._get_engine(rank).response_logps(items)
+            sums, counts, endings = self._get_engine(rank).response_and_ending_logps(items)
             offset = 0
             for i, plan in plans.items():
                 width = len(plan["items"])
                 self._fill_row(columns, i, plan, sums[offset:offset + width],
                                counts[offset:offset + width], rows.fmt)
+                if self._has_ending(rows.fmt):
+                    # items per SFT row: base, holdout context, (pool baseline)
+                    columns[f"{self.settings['column_prefix']}_logp_end"][i] = float(
+                        endings[offset + 1])
                 offset += width
 
         prefix = self.settings["column_prefix"]
@@ -352,11 +360,13 @@ class ICAScorer:
                 holdout_indices = used
         # Segments depend on the prompt only, not on the response: build them once per pass.
         pass_segments = [self._segments(shown, prompt) for shown in shown_by_pass]
+        ending = self._ending if len(row.responses) == 1 else ()
         items = []
         for response in row.responses:
             items.append(base.base_item(self.renderer, prompt, response))
-            for segments in pass_segments:
-                items.append(ScoringItem(tuple(segments[:-1]), segments[-1], response))
+            for n, segments in enumerate(pass_segments):
+                items.append(ScoringItem(tuple(segments[:-1]), segments[-1], response,
+                                         ending if n == 0 else ()))
         return {"items": items, "demonstrations": holdout_indices, "flags": flags}
 
     def _get_engine(self, rank):
@@ -379,11 +389,16 @@ class ICAScorer:
         if self.settings["baseline"] == "pool":
             names.append(f"{p}_logp_baseline")
         names += [f"{p}_num_response_tokens", f"{p}_demonstrations"]
+        if self._has_ending(fmt):
+            names.append(f"{p}_logp_end")
         if fmt.is_preference:
             for side in ("chosen", "rejected"):
                 names += [f"{p}_logp_base_{side}", f"{p}_logp_context_{side}",
                           f"{p}_num_tokens_{side}"]
         return names
+
+    def _has_ending(self, fmt: RowFormat) -> bool:
+        return bool(self._ending) and not fmt.is_preference
 
     def output_features(self, column_names: Sequence[str]):
         """The ``datasets.Features`` of the columns a call adds, for rows with these columns."""

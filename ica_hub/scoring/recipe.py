@@ -44,9 +44,9 @@ class ScoreDataConfig:
 class ScorerSettings:
     """The scorer's settings; each is documented on ``ICAScorer``."""
 
-    # ica-fit: the default for SFT rows (ica_hub/scoring/fit.py: the in-context likelihood,
-    # holdout similarity and question-answer agreement, in units of the holdout's spread);
-    # ica: the published score alone (also the score of preference pairs).
+    # ica-fit: the default for SFT rows (ica_hub/scoring/fit.py: holdout similarity, plus
+    # shortfalls in in-context likelihood, question-answer agreement and end of turn, in units
+    # of the holdout's spread); ica: the published score alone (also the score of pairs).
     name: str = "ica-fit"
     k: int = 3
     selection: str = "nearest"  # nearest | fixed
@@ -57,6 +57,7 @@ class ScorerSettings:
     max_demonstration_tokens: int = 256
     max_tokens_per_batch: int = 4096  # padded tokens per forward pass: memory vs speed
     embedder: str = EMBEDDED_EMBEDDER
+    domain_weight: float = 2.0  # ica-fit only: on target vs clean; 0 ranks by cleanliness alone
 
 
 @dataclass
@@ -106,6 +107,9 @@ def validate(recipe: ScoreRecipe) -> list[str]:
             problems.append(f"{option} is empty: write 'demo', a local path or a Hub repo id")
     problems += _at_least("data.max_rows", d.max_rows, 1)
     problems += _choice("scorer.name", s.name, SCORER_NAMES)
+    if not isinstance(s.domain_weight, (int, float)) or not 0 <= s.domain_weight < float("inf"):
+        problems.append(f"scorer.domain_weight = {s.domain_weight!r}: must be a number >= 0 "
+                        "(the default is 2; 0 ranks by cleanliness alone)")
     if s.name == "ica-fit" and s.baseline != "none":
         problems.append("scorer.baseline = 'pool' is a setting of scorer.name = 'ica' (the "
                         "contrastive variant); ica-fit uses the holdout pass only")

@@ -98,7 +98,7 @@ def build_scorer(recipe: ScoreRecipe, device: str | None = None):
             layout=s.layout, demonstration_order=s.demonstration_order,
             max_length=s.max_length, max_demonstration_tokens=s.max_demonstration_tokens,
             max_tokens_per_batch=s.max_tokens_per_batch, embedder=s.embedder, device=device,
-            holdout_source=_holdout_source(d))
+            domain_weight=s.domain_weight, holdout_source=_holdout_source(d))
     return ICAScorer(
         holdout, recipe.model.name_or_path, revision=recipe.model.revision,
         dtype=getattr(torch, recipe.model.dtype), k=s.k, selection=s.selection, layout=s.layout,

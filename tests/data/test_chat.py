@@ -1,5 +1,7 @@
 """The scored tokens are exactly the response's tokens, the same in every pass."""
 
+import copy
+
 from ica_hub.context.layouts import Demonstration, render_segments
 from ica_hub.data.chat import ChatRenderer
 from ica_hub.data.formats import RowFormat, parse_row
@@ -57,3 +59,12 @@ def test_plain_layout_for_a_model_without_chat_template(tokenizer):
     assert text.count(plain.bos_token) == 1
     segments = render_segments(renderer, "chat_turns", DEMOS, ({"role": "user", "content": "Hi?"},))
     assert len(segments) == len(DEMOS) + 2  # the plain template renders clean prefixes too
+
+
+def test_end_of_turn_is_what_the_template_writes_after_a_response(tokenizer):
+    assert ChatRenderer(tokenizer).end_of_turn_ids() == (tokenizer.convert_tokens_to_ids(
+        "<|im_end|>"),)
+    plain = copy.deepcopy(tokenizer)
+    plain.chat_template = None  # the plain layout: a blank line ends a turn
+    ending = ChatRenderer(plain).end_of_turn_ids()
+    assert len(ending) == 1 and plain.decode(list(ending)).startswith("\n")

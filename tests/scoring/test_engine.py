@@ -62,3 +62,22 @@ def test_shared_prefixes_are_encoded_once(tokenizer, tiny_model):
     reused.response_logps(items)
     naive.response_logps(items)
     assert reused.forward_tokens < 0.7 * naive.forward_tokens
+
+
+def test_the_ending_is_scored_apart_from_the_response_in_the_same_pass(tokenizer, tiny_model):
+    end = _ids(tokenizer, "<|im_end|>")
+    items = [ScoringItem(item.prefix, item.suffix, item.response, end if n % 2 else ())
+             for n, item in enumerate(_items(tokenizer))]
+    sums, counts, endings = LogProbEngine(tiny_model, min_shared_items=1) \
+        .response_and_ending_logps(items)
+    plain, _ = LogProbEngine(tiny_model).response_logps(_items(tokenizer))
+    np.testing.assert_allclose(sums, plain, atol=1e-3)  # the ending changes no response sum
+    assert np.isnan(endings[0::2]).all() and np.isfinite(endings[1::2]).all()
+    _, _, naive = LogProbEngine(tiny_model, reuse_prefix=False).response_and_ending_logps(items)
+    np.testing.assert_allclose(endings[1::2], naive[1::2], atol=1e-3)
+
+    item = items[1]  # against the model's own next-token distribution after the response
+    ids = torch.tensor([sum(item.prefix, ()) + item.suffix + item.response])
+    with torch.no_grad():
+        expected = torch.log_softmax(tiny_model(ids).logits.float(), -1)[0, -1, end[0]].item()
+    assert abs(endings[1] - expected) < 1e-3

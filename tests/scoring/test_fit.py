@@ -1,4 +1,4 @@
-"""The holdout-fit scorer (ica-fit/v1): its columns, its arithmetic, caching and bad input."""
+"""The holdout-fit scorer (ica-fit/v2): its columns, its arithmetic, caching and bad input."""
 
 import math
 
@@ -7,16 +7,17 @@ import pytest
 from datasets import Dataset, load_from_disk
 
 from ica_hub.scoring import HoldoutFitScorer
-from ica_hub.scoring.fit import SIGNALS
+from ica_hub.scoring.fit import CLEAN_SIGNALS, DOMAIN_SIGNAL
 
 
 def _fit(holdout_rows, model, tokenizer, **kwargs):
     return HoldoutFitScorer(holdout_rows, model, tokenizer, k=2, max_length=512, **kwargs)
 
 
-def test_fit_score_is_the_mean_of_signals_standardised_on_the_holdout(holdout_rows, pool_rows,
-                                                                      tiny_model, tokenizer):
-    scorer = _fit(holdout_rows, tiny_model, tokenizer)
+@pytest.mark.parametrize("domain_weight", [2.0, 0.0])
+def test_fit_score_is_the_domain_term_plus_the_cleanliness_shortfalls(
+        holdout_rows, pool_rows, tiny_model, tokenizer, domain_weight):
+    scorer = _fit(holdout_rows, tiny_model, tokenizer, domain_weight=domain_weight)
     scored = Dataset.from_list(pool_rows).map(scorer, batched=True, batch_size=3)
     assert scored["example_id"] == [row["example_id"] for row in pool_rows]
     stats = scorer._stats
@@ -25,9 +26,11 @@ def test_fit_score_is_the_mean_of_signals_standardised_on_the_holdout(holdout_ro
         assert math.isclose(row["fit_incontext_loglik"],
                             row["ica_logp_context"] / row["ica_num_response_tokens"])
         assert -1 <= row["fit_holdout_similarity"] <= 1 and -1 <= row["fit_qa_agreement"] <= 1
-        expected = np.mean([(row[f"fit_{name}"] - stats[name][0]) / stats[name][1]
-                            for name in SIGNALS])
-        assert math.isclose(row["fit_score"], expected, rel_tol=1e-9)
+        assert row["fit_end_of_turn"] == row["ica_logp_end"] and row["fit_end_of_turn"] < 0
+        z = {name: (row[f"fit_{name}"] - stats[name][0]) / stats[name][1]
+             for name in (DOMAIN_SIGNAL, *CLEAN_SIGNALS)}
+        expected = domain_weight * z[DOMAIN_SIGNAL] + sum(min(z[n], 0) for n in CLEAN_SIGNALS)
+        assert math.isclose(row["fit_score"], expected, rel_tol=1e-9, abs_tol=1e-12)
         # The published score stays beside it.
         assert math.isclose(row["ica_score"], row["ica_logp_context"] - row["ica_logp_base"])
 
@@ -78,6 +81,8 @@ def test_bad_setups_fail_before_any_model_loads(holdout_rows):
         HoldoutFitScorer(pairs, "no/such-model")
     with pytest.raises(ValueError, match="at least k \\+ 1"):
         HoldoutFitScorer(holdout_rows[:3], "no/such-model", k=3)
+    with pytest.raises(ValueError, match="domain_weight"):
+        HoldoutFitScorer(holdout_rows, "no/such-model", domain_weight=-1)
     with pytest.raises(ValueError, match="holdout pass only"):
         HoldoutFitScorer(holdout_rows, "no/such-model", baseline="pool", baseline_pool=[])
 
