@@ -206,13 +206,13 @@ def train_and_evaluate(args, seed: int, folder: Path, scored) -> dict:
         evaluate(f"sft {name}", str(output), time.perf_counter() - started)
 
     pairs_path = folder / "pairs-scored"
-    if not pairs_path.exists():
+    if args.preference_methods and not pairs_path.exists():
         scorer = ICAScorer(data["holdout_pairs"], MODEL, k=args.k, max_length=1024,
                            max_demonstration_tokens=args.demo_tokens)
         pairs = data["pairs"]
         pairs.map(scorer, batched=True, batch_size=8, features=scorer.features_for(pairs),
                   desc=f"seed {seed}: ica on pairs").save_to_disk(str(pairs_path))
-    for method in ("dpo", "simpo"):
+    for method in [m for m in ("dpo", "simpo") if m in args.preference_methods]:
         for weighted in (None, "ica_score"):
             name = f"{method} {'ica weighted' if weighted else 'uniform'}"
             if name in results:
@@ -338,6 +338,8 @@ def main() -> None:
     parser.add_argument("--pref-lr", type=float, default=5e-5)
     parser.add_argument("--sft-runs", nargs="+", default=list(SFT_RUNS), choices=list(SFT_RUNS),
                         metavar="RUN", help=f"SFT runs to train, of: {', '.join(SFT_RUNS)}")
+    parser.add_argument("--preference-methods", nargs="*", default=["dpo", "simpo"],
+                        choices=["dpo", "simpo"], help="preference runs to train (none: SFT only)")
     parser.add_argument("--output", default="outputs/bench_quality")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: "
