@@ -104,19 +104,19 @@ def score_pool(args, seed: int, folder: Path):
                    "ica_score_per_token", "ica_logp_base", "ica_logp_context",
                    "ica_num_response_tokens"]
     features = lambda scorer: {"features": scorer.features_for(pool)}  # noqa: E731
-    stages = [
-        stage(f"ica-fit {FIT_VERSION} (and the published ica)",
-              lambda: HoldoutFitScorer(holdout, MODEL, **options), fit_columns, features),
-        stage("contrastive ica",
-              lambda: ICAScorer(holdout, MODEL, baseline="pool", baseline_pool=pool,
-                                column_prefix="contrastive", **options),
-              ["contrastive_score", "contrastive_score_per_token"], features),
-        stage("rho-loss (incl. reference training)",
-              lambda: RhoLossScorer(str(train_reference(args, seed, holdout,
-                                                        folder / "reference")),
-                                    MODEL, max_length=1024),
-              ["rho_score", "rho_score_per_token"], lambda scorer: {}),
-    ]
+    stages = [stage(f"ica-fit {FIT_VERSION} (and the published ica)",
+                    lambda: HoldoutFitScorer(holdout, MODEL, **options), fit_columns, features)]
+    if not args.fit_only:
+        stages.append(stage(
+            "contrastive ica",
+            lambda: ICAScorer(holdout, MODEL, baseline="pool", baseline_pool=pool,
+                              column_prefix="contrastive", **options),
+            ["contrastive_score", "contrastive_score_per_token"], features))
+        stages.append(stage(
+            "rho-loss (incl. reference training)",
+            lambda: RhoLossScorer(str(train_reference(args, seed, holdout, folder / "reference")),
+                                  MODEL, max_length=1024),
+            ["rho_score", "rho_score_per_token"], lambda scorer: {}))
     scored = pool
     for columns in stages:
         for name in columns.column_names:
@@ -245,6 +245,8 @@ def gains_by_kind(scored) -> dict[str, dict[str, float]]:
     subtracts the pool-demonstration pass instead, so their difference is the gain from pool
     demonstrations, (log p(y|C_pool,x) - log p(y|x)) / |y|.
     """
+    if "contrastive_score_per_token" not in scored.column_names:
+        return None
     kinds = np.array(scored["row_kind"])
     holdout = np.array([np.nan if v is None else v for v in scored["ica_score_per_token"]])
     contrast = np.array([np.nan if v is None else v
@@ -281,7 +283,7 @@ def report(per_seed: dict[int, dict], args) -> str:
               "| row kind | from holdout demonstrations | from pool demonstrations |",
               "|---|---|---|"]
     for kind in ("target", "off_domain", "swapped", "truncated", "corrupted"):
-        gains = [per_seed[s]["gains"][kind] for s in seeds if "gains" in per_seed[s]]
+        gains = [per_seed[s]["gains"][kind] for s in seeds if per_seed[s].get("gains")]
         if gains:
             lines.append(f"| {kind} | {np.mean([g['holdout'] for g in gains]):+.4f} | "
                          f"{np.mean([g['pool'] for g in gains]):+.4f} |")
@@ -332,6 +334,9 @@ def main() -> None:
                         help="cap on each demonstration's question and answer")
     parser.add_argument("--max-answer-chars", type=int, default=600)
     parser.add_argument("--train", action="store_true", help="also train and evaluate")
+    parser.add_argument("--fit-only", action="store_true",
+                        help="score with ica-fit alone (its columns include the published ica "
+                             "and plain likelihood); skip the contrastive and RHO-LOSS stages")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--train-max-length", type=int, default=512)
     parser.add_argument("--sft-lr", type=float, default=2e-4)
