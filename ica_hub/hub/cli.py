@@ -95,9 +95,15 @@ def _push(args: argparse.Namespace) -> int:
 
     from ica_hub.hub.versions import push_scored
 
+    if not Path(args.dataset_dir).is_dir():
+        raise ValueError(f"no dataset folder at {args.dataset_dir}: give the folder a scoring run "
+                         "wrote (run.output_dir of the score recipe) or Dataset.save_to_disk made.")
+    if args.repo_id.count("/") != 1 or not all(args.repo_id.split("/")):
+        raise ValueError(f"repo_id {args.repo_id!r}: write it as 'namespace/name', e.g. "
+                         "'my-org/pool-scored'.")
     provenance_path = Path(args.provenance or Path(args.dataset_dir) / PROVENANCE_FILENAME)
     if not provenance_path.is_file():
-        raise SystemExit(f"No provenance file at {provenance_path}: write the provenance dict "
+        raise ValueError(f"no provenance file at {provenance_path}: write the provenance dict "
                          f"there as JSON, or pass --provenance FILE.")
     provenance = json.loads(provenance_path.read_text())
     dataset = load_from_disk(args.dataset_dir)

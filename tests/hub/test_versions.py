@@ -244,3 +244,20 @@ def test_cli_token_prints_the_servers_write_token(hub, capsys):
 
     assert main(["hub", "token", "--root", str(hub.root)]) == 0
     assert capsys.readouterr().out.strip() == hub.token
+
+
+@pytest.mark.parametrize("problem", ["missing folder", "no namespace", "no provenance"])
+def test_cli_push_names_a_bad_folder_or_repo_id_before_any_request(problem, tmp_path, capsys):
+    from ica_hub.cli import main
+
+    folder, repo_id = tmp_path / "scored", "org/name"
+    if problem != "missing folder":
+        scored_rows(2).save_to_disk(str(folder))
+    if problem == "no namespace":
+        (folder / "provenance.json").write_text(json.dumps(provenance()))
+        repo_id = "name-only"
+    assert main(["push", str(folder), repo_id, "--endpoint", "http://127.0.0.1:9"]) == 2
+    message = capsys.readouterr().err
+    expected = {"missing folder": "no dataset folder", "no namespace": "'namespace/name'",
+                "no provenance": "no provenance file"}[problem]
+    assert expected in message and "Traceback" not in message
