@@ -90,6 +90,8 @@ def score_pool(args, seed: int, folder: Path):
         from datasets import load_from_disk
 
         cached = folder / "stages" / name.replace(" ", "_")
+        if args.report_only and not cached.exists():
+            return None  # not scored for this seed (--fit-only)
         if not cached.exists():
             started = time.perf_counter()
             scorer = make_scorer()
@@ -118,7 +120,7 @@ def score_pool(args, seed: int, folder: Path):
                                   MODEL, max_length=1024),
             ["rho_score", "rho_score_per_token"], lambda scorer: {}))
     scored = pool
-    for columns in stages:
+    for columns in filter(None, stages):
         for name in columns.column_names:
             scored = scored.add_column(name, columns[name])
     loglik = [b / n if b is not None and n else None
@@ -274,7 +276,7 @@ def report(per_seed: dict[int, dict], args) -> str:
                   .get("auroc") for s in seeds]
         if all(v is None for v in noise):
             continue
-        detail = ", ".join(f"{n:.2f}/{d:.2f}" for n, d in zip(noise, domain))
+        detail = ", ".join("-" if n is None else f"{n:.2f}/{d:.2f}" for n, d in zip(noise, domain))
         lines.append(f"| {name} | {_mean_std(noise)} | {_mean_std(domain)} | {detail} |")
     lines += ["", "### Why the published score points the wrong way here", "",
               "Mean log-prob gain per response token from k demonstrations, by row kind "
@@ -296,7 +298,7 @@ def report(per_seed: dict[int, dict], args) -> str:
                   "deviation.", "",
                   "| run | test loss | vs uniform | preference accuracy | vs uniform | "
                   "train s |", "|---|---|---|---|---|---|"]
-        names = list(per_seed[trained[0]]["training"])
+        names = list(dict.fromkeys(name for s in trained for name in per_seed[s]["training"]))
         for name in names:
             rows = [per_seed[s]["training"].get(name) for s in trained]
             rows = [r for r in rows if r]
@@ -334,6 +336,8 @@ def main() -> None:
                         help="cap on each demonstration's question and answer")
     parser.add_argument("--max-answer-chars", type=int, default=600)
     parser.add_argument("--train", action="store_true", help="also train and evaluate")
+    parser.add_argument("--report-only", action="store_true",
+                        help="write the report from what earlier runs cached; train nothing")
     parser.add_argument("--fit-only", action="store_true",
                         help="score with ica-fit alone (its columns include the published ica "
                              "and plain likelihood); skip the contrastive and RHO-LOSS stages")
@@ -359,7 +363,10 @@ def main() -> None:
         folder.mkdir(parents=True, exist_ok=True)
         scored = score_pool(args, seed, folder)
         per_seed[seed] = {"quality": score_quality(scored), "gains": gains_by_kind(scored)}
-        if args.train:
+        if args.report_only:
+            runs = folder / "training.json"
+            per_seed[seed]["training"] = json.loads(runs.read_text()) if runs.exists() else {}
+        elif args.train:
             per_seed[seed]["training"] = train_and_evaluate(args, seed, folder, scored)
         (folder / "quality.json").write_text(json.dumps(per_seed[seed], indent=2, default=str))
     text = report(per_seed, args)
