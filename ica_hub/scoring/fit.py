@@ -104,6 +104,8 @@ class HoldoutFitScorer:
         self._holdout_pairs: np.ndarray | None = None  # question+answer embeddings
         self._stats: dict[str, tuple[float, float]] | None = None
 
+    score_column = "fit_score"
+
     @property
     def name(self) -> str:
         return f"{self.scorer_name}/{self.scorer_version}"

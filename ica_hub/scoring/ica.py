@@ -189,6 +189,11 @@ class ICAScorer:
         return list(np.random.default_rng(0).permutation(n))
 
     @property
+    def score_column(self) -> str:
+        """The column that holds this scorer's score."""
+        return f"{self.settings['column_prefix']}_score"
+
+    @property
     def name(self) -> str:
         variant = "ica-contrastive" if self.settings["baseline"] == "pool" else "ica"
         return f"{variant}/{self.scorer_version}"

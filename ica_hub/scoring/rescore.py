@@ -8,8 +8,9 @@
         overrides: [scorer.k=3]            # optional, as on the command line
 
 The returned ``rescore(model, dataset)`` scores the training rows with the model as it is now
-(the in-memory model, on its own device; LoRA adapters included) and returns ``ica_score``
-per row in dataset order. The holdout and its embeddings are prepared once, at the first call.
+(the in-memory model, on its own device; LoRA adapters included) and returns the recipe's score
+per row in dataset order: ``fit_score`` for ``scorer.name: ica-fit`` (the default; its holdout
+statistics are taken again on the current model at every pass), ``ica_score`` for ``ica``.
 """
 
 from __future__ import annotations
@@ -37,17 +38,15 @@ def make_rescorer(recipe, tokenizer):
     if problems:
         raise RecipeError(problems)
     score_recipe = load_score_recipe(options["score_recipe"], list(options.get("overrides", [])))
-    state: dict[str, Any] = {}
+    template = build_scorer(score_recipe)  # holdout rows and settings, no model loaded
 
     def rescore(model, dataset) -> list[float | None]:
-        if "scorer" not in state or state["scorer"].handle.model is not model:
-            template = build_scorer(score_recipe)  # holdout rows and settings, no model loaded
-            state["scorer"] = _on_model(template, model, tokenizer)
-        scorer = state["scorer"]
-        column = f"{scorer.settings['column_prefix']}_score"
+        # A new scorer per pass: cheap (the model is in memory), and ica-fit's holdout
+        # statistics must come from the model as it is now, not as it was at the first pass.
+        scorer = _on_model(template, model, tokenizer)
         scores: list[float | None] = []
         for batch in dataset.iter(batch_size=_ROWS_PER_CALL):
-            scores += scorer(batch)[column]
+            scores += scorer(batch)[scorer.score_column]
         return scores
 
     return rescore
@@ -55,8 +54,16 @@ def make_rescorer(recipe, tokenizer):
 
 def _on_model(template, model, tokenizer):
     """The template scorer's holdout and settings, on an in-memory model."""
+    from ica_hub.scoring.fit import HoldoutFitScorer
     from ica_hub.scoring.ica import ICAScorer
 
-    return ICAScorer(template._holdout_rows, model, tokenizer, **template.settings,
-                     baseline_pool=template._pool_rows, holdout_source=template.holdout_source,
-                     max_tokens_per_batch=template.runtime["max_tokens_per_batch"])
+    ica: ICAScorer = template.ica if isinstance(template, HoldoutFitScorer) else template
+    options = dict(ica.settings, holdout_source=ica.holdout_source,
+                   max_tokens_per_batch=ica.runtime["max_tokens_per_batch"])
+    if isinstance(template, HoldoutFitScorer):
+        for fixed_by_fit in ("baseline", "column_prefix", "score_ending"):
+            options.pop(fixed_by_fit)
+        return HoldoutFitScorer(template._holdout_rows, model, tokenizer,
+                                domain_weight=template._options["domain_weight"], **options)
+    return ICAScorer(template._holdout_rows, model, tokenizer, **options,
+                     baseline_pool=template._pool_rows)

@@ -105,8 +105,9 @@ def test_rescoring_refuses_an_example_weight_source(tokenizer, tmp_path):
         RescoreCallback(trainer, make_loglik_rescorer(tokenizer), dataset)
 
 
-def test_the_ica_rescorer_plugs_into_training(tokenizer, tmp_path):
-    """make_rescorer (the ICA scorer on the in-memory model) as the callback's scorer."""
+@pytest.mark.parametrize("scorer_name", ["ica-fit", "ica"])
+def test_the_ica_rescorer_plugs_into_training(tokenizer, tmp_path, scorer_name):
+    """make_rescorer (the recipe's scorer on the in-memory model) as the callback's scorer."""
     from types import SimpleNamespace
 
     from ica_hub.config import RecipeError, RescoreConfig
@@ -116,7 +117,8 @@ def test_the_ica_rescorer_plugs_into_training(tokenizer, tmp_path):
     holdout = tmp_path / "holdout.jsonl"
     rows.select(range(20, 24)).select_columns(["prompt", "completion"]).to_json(str(holdout))
     score_recipe = tmp_path / "score.yaml"
-    score_recipe.write_text(f"data:\n  holdout: {holdout}\nscorer:\n  k: 2\n  max_length: 256\n")
+    score_recipe.write_text(f"data:\n  holdout: {holdout}\nscorer:\n  name: {scorer_name}\n"
+                            "  k: 2\n  max_length: 256\n")
     recipe = SimpleNamespace(rescore=RescoreConfig(options={"score_recipe": str(score_recipe)}))
 
     dataset = rows.select(range(8))
