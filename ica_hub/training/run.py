@@ -22,6 +22,9 @@ from ica_hub.training.trainers import TRAINERS, trl_config_class
 logger = logging.getLogger(__name__)
 
 _FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet"}
+_WRITE_IT_FIRST = ("Write the scored rows first (`ica-hub score recipes/score.yaml` writes "
+                   "outputs/scored-demo; `ica-hub demo` writes outputs/demo/scored/pool and "
+                   "pairs), or name a scored file or Hub dataset.")
 
 
 def load_train_dataset(recipe: TrainRecipe) -> Dataset:
@@ -36,9 +39,17 @@ def load_train_dataset(recipe: TrainRecipe) -> Dataset:
         if not path.exists():
             raise FileNotFoundError(f"data.train = {data.train!r}: no such file")
         dataset = load_dataset(_FILE_BUILDERS[path.suffix], data_files=str(path), split="train")
+    elif data.train.count("/") != 1 or data.train.startswith((".", "/", "~")):
+        raise FileNotFoundError(f"data.train = {data.train!r}: no such folder or file (and not "
+                                "a Hub repo id, 'namespace/name'). " + _WRITE_IT_FIRST)
     else:
-        dataset = load_dataset(data.train, data.config_name, revision=data.revision,
-                               split=data.split)
+        try:
+            dataset = load_dataset(data.train, data.config_name, revision=data.revision,
+                                   split=data.split)
+        except (FileNotFoundError, ConnectionError, OSError) as error:
+            raise FileNotFoundError(
+                f"data.train = {data.train!r}: no local folder or file of that name, and the Hub "
+                f"did not serve it ({type(error).__name__}). " + _WRITE_IT_FIRST) from error
     if data.max_rows is not None:
         dataset = dataset.select(range(min(data.max_rows, len(dataset))))
     return ensure_example_ids(dataset)
@@ -93,7 +104,10 @@ def load_rescorer(recipe: TrainRecipe, tokenizer):
 
 
 def build_trainer(recipe: TrainRecipe):
-    """Model, data, TRL config and weighted trainer; the re-scoring callback when asked."""
+    """Data, model, TRL config and weighted trainer; the re-scoring callback when asked."""
+    # Data first: a missing dataset fails before any model is fetched or converted
+    train_dataset = load_train_dataset(recipe)
+
     # Model and tokenizer
     dtype = getattr(torch, recipe.model.dtype)
     model, tokenizer = load_model_and_tokenizer(
@@ -101,9 +115,6 @@ def build_trainer(recipe: TrainRecipe):
     )
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-
-    # Data
-    train_dataset = load_train_dataset(recipe)
 
     # Trainer
     kwargs = {}

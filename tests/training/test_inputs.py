@@ -170,3 +170,15 @@ def test_rows_emptied_by_truncation_are_dropped_and_counted(method, tokenizer, t
     assert 101 not in trainer.train_dataset[EXAMPLE_ID] and 100 in trainer.train_dataset[EXAMPLE_ID]
     assert math.isfinite(loss)
     assert all(torch.isfinite(g).all() for g in grads.values())
+
+
+def test_a_missing_training_folder_is_named_before_any_model_loads(capsys, monkeypatch):
+    from ica_hub.cli import main
+    from ica_hub.training import run
+
+    monkeypatch.setattr(run, "load_model_and_tokenizer",
+                        lambda *a, **k: pytest.fail("the model loaded before the data"))
+    code = main(["train", "recipes/dpo.yaml", "data.train=outputs/not/written/yet"])
+    message = capsys.readouterr().err
+    assert code == 2 and "data.train = 'outputs/not/written/yet': no such folder" in message
+    assert "ica-hub score recipes/score.yaml" in message and "Traceback" not in message
