@@ -209,7 +209,7 @@ def _check_judge(recipe: EvalRecipe) -> list[str]:
 
 
 def check_paths(recipe: EvalRecipe) -> None:
-    """What must exist on this machine: model folders and the judge's key variable.
+    """What must exist on this machine: model folders, local data and the judge's key variable.
 
     A path that names no folder here is taken for a Hub id only when it has that shape
     (``name`` or ``namespace/name``) and its first part is not a local folder: ``outputs/sft``
@@ -220,6 +220,11 @@ def check_paths(recipe: EvalRecipe) -> None:
         problem = _missing_model(entry["path"])
         if problem:
             problems.append(f"models[{i}] ({entry['name']!r}): path {entry['path']!r} {problem}")
+    for option, spec in (("data.test", recipe.data.test),
+                         ("data.pairs_test", recipe.data.pairs_test),
+                         ("scores.path", recipe.scores.path)):
+        if spec not in (None, DEMO) and (problem := _missing_data(spec)):
+            problems.append(f"{option} = {spec!r}: {problem}")
     j = recipe.judge
     if j.model is not None and (problem := _missing_model(j.model)):
         problems.append(f"judge.model = {j.model!r}: {problem}")
@@ -231,11 +236,24 @@ def check_paths(recipe: EvalRecipe) -> None:
         raise RecipeError(problems, "the recipe's paths")
 
 
-def _missing_model(path: str) -> str | None:
-    if path == EMBEDDED_MODEL or Path(path).expanduser().exists():
+def _missing_data(spec: str) -> str | None:
+    path = Path(spec).expanduser()
+    if path.exists():
         return None
-    hub_shaped = re.fullmatch(r"[\w.-]+(/[\w.-]+)?", path) and not path.startswith(".")
-    if hub_shaped and not Path(path.split("/")[0]).exists():
+    if path.suffix in (".json", ".jsonl", ".parquet"):
+        return "no such file"
+    if _hub_shaped(spec):
+        return None
+    return "no such folder or file on this machine, and not a Hub repo id ('namespace/name')"
+
+
+def _hub_shaped(path: str) -> bool:
+    shaped = re.fullmatch(r"[\w.-]+(/[\w.-]+)?", path) and not path.startswith(".")
+    return bool(shaped) and not Path(path.split("/")[0]).exists()
+
+
+def _missing_model(path: str) -> str | None:
+    if path == EMBEDDED_MODEL or Path(path).expanduser().exists() or _hub_shaped(path):
         return None
     return ("is no folder on this machine: train the model first (e.g. `ica-hub train "
             "recipes/sft.yaml` writes outputs/train/sft), or fix the path")

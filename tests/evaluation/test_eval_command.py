@@ -152,6 +152,17 @@ def test_a_missing_model_folder_is_named_before_anything_loads(tmp_path, data_fi
     assert "models[0]" not in error
 
 
+def test_missing_models_and_data_are_listed_together(tmp_path, data_files, capsys):
+    args = overrides(tmp_path, "unused", data_files,
+                     models="[{name: sft, path: ./no-model}]")
+    args += [f"data.test={tmp_path / 'missing.jsonl'}", "data.pairs_test=./no/such/folder"]
+    assert main(["eval", RECIPE, *args]) == 2
+    error = capsys.readouterr().err
+    assert "models[0] ('sft')" in error
+    assert f"data.test = '{tmp_path / 'missing.jsonl'}': no such file" in error
+    assert "data.pairs_test = './no/such/folder': no such folder or file" in error
+
+
 def test_empty_test_data_is_a_clear_error(tmp_path, tiny_model_dir, data_files, capsys):
     data_files["test"] = tmp_path / "empty.jsonl"
     data_files["test"].write_text("")
