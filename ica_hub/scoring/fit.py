@@ -73,6 +73,7 @@ class HoldoutFitScorer:
 
     scorer_name = "ica-fit"
     scorer_version = "v2"
+    score_column = "fit_score"
 
     def __init__(self, holdout, model: Any = EMBEDDED_MODEL, tokenizer: Any = None, *,
                  k: int = 3, embedder: str = EMBEDDED_EMBEDDER, domain_weight: float = 2.0,
@@ -103,8 +104,6 @@ class HoldoutFitScorer:
         self._embedder = None
         self._holdout_pairs: np.ndarray | None = None  # question+answer embeddings
         self._stats: dict[str, tuple[float, float]] | None = None
-
-    score_column = "fit_score"
 
     @property
     def name(self) -> str:
