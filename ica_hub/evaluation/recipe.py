@@ -21,6 +21,7 @@ from pathlib import Path
 
 from ica_hub.columns import ICA_SCORE, ROW_KIND
 from ica_hub.config import RecipeError, _at_least, _choice, load_config
+from ica_hub.hub.repo_ids import is_repo_id, may_be_hub_repo
 from ica_hub.models import EMBEDDED_MODEL
 from ica_hub.scoring.recipe import DEMO
 
@@ -143,7 +144,7 @@ def validate(recipe: EvalRecipe) -> list[str]:
         problems.append(f"output.path = {recipe.output.path!r}: the results are one JSON file; "
                         "give a path ending in .json")
     p = recipe.push
-    if p.repo_id is not None and not re.fullmatch(r"[\w.-]+/[\w.-]+", p.repo_id):
+    if p.repo_id is not None and not is_repo_id(p.repo_id):
         problems.append(f"push.repo_id = {p.repo_id!r}: write it as 'namespace/name', "
                         "or null to skip the push")
     if p.name is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", p.name):
@@ -242,18 +243,13 @@ def _missing_data(spec: str) -> str | None:
         return None
     if path.suffix in (".json", ".jsonl", ".parquet"):
         return "no such file"
-    if _hub_shaped(spec):
+    if may_be_hub_repo(spec):
         return None
     return "no such folder or file on this machine, and not a Hub repo id ('namespace/name')"
 
 
-def _hub_shaped(path: str) -> bool:
-    shaped = re.fullmatch(r"[\w.-]+(/[\w.-]+)?", path) and not path.startswith(".")
-    return bool(shaped) and not Path(path.split("/")[0]).exists()
-
-
 def _missing_model(path: str) -> str | None:
-    if path == EMBEDDED_MODEL or Path(path).expanduser().exists() or _hub_shaped(path):
+    if path == EMBEDDED_MODEL or Path(path).expanduser().exists() or may_be_hub_repo(path):
         return None
     return ("is no folder on this machine: train the model first (e.g. `ica-hub train "
             "recipes/sft.yaml` writes outputs/train/sft), or fix the path")

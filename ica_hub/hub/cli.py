@@ -93,12 +93,13 @@ def _token(args: argparse.Namespace) -> int:
 def _push(args: argparse.Namespace) -> int:
     from datasets import load_from_disk
 
+    from ica_hub.hub.repo_ids import is_repo_id
     from ica_hub.hub.versions import push_scored
 
     if not Path(args.dataset_dir).is_dir():
         raise ValueError(f"no dataset folder at {args.dataset_dir}: give the folder a scoring run "
                          "wrote (run.output_dir of the score recipe) or Dataset.save_to_disk made.")
-    if args.repo_id.count("/") != 1 or not all(args.repo_id.split("/")):
+    if not is_repo_id(args.repo_id):
         raise ValueError(f"repo_id {args.repo_id!r}: write it as 'namespace/name', e.g. "
                          "'my-org/pool-scored'.")
     provenance_path = Path(args.provenance or Path(args.dataset_dir) / PROVENANCE_FILENAME)

@@ -62,6 +62,13 @@ _PAIRS_REFUSED = ("ica-fit scores SFT rows; these are preference pairs: score th
                   "change")
 
 
+def domain_weight_problem(value: Any) -> str | None:
+    """Why ``value`` cannot be a ``domain_weight``, or None."""
+    if isinstance(value, (int, float)) and np.isfinite(value) and value >= 0:
+        return None
+    return "must be a finite number >= 0 (0 ranks by cleanliness alone; the default is 2)"
+
+
 class HoldoutFitScorer:
     """``ica-fit/v1`` scores for ``dataset.map(scorer, batched=True)``; see the module docstring.
 
@@ -80,10 +87,8 @@ class HoldoutFitScorer:
                  **ica_options):
         if ica_options.get("baseline", "none") != "none":
             raise ValueError("ica-fit uses the holdout pass only: leave baseline='none'")
-        if not (isinstance(domain_weight, (int, float)) and np.isfinite(domain_weight)
-                and domain_weight >= 0):
-            raise ValueError(f"domain_weight={domain_weight!r}: must be a finite number >= 0 "
-                             "(0 ranks by cleanliness alone; the default is 2)")
+        if problem := domain_weight_problem(domain_weight):
+            raise ValueError(f"domain_weight={domain_weight!r}: {problem}")
         ica_options.pop("score_ending", None)  # always on: the end-of-turn signal needs it
         self._holdout_rows = [dict(row) for row in holdout]
         self._options = dict(ica_options, k=k, embedder=embedder, domain_weight=domain_weight)

@@ -107,9 +107,10 @@ def validate(recipe: ScoreRecipe) -> list[str]:
             problems.append(f"{option} is empty: write 'demo', a local path or a Hub repo id")
     problems += _at_least("data.max_rows", d.max_rows, 1)
     problems += _choice("scorer.name", s.name, SCORER_NAMES)
-    if not isinstance(s.domain_weight, (int, float)) or not 0 <= s.domain_weight < float("inf"):
-        problems.append(f"scorer.domain_weight = {s.domain_weight!r}: must be a number >= 0 "
-                        "(the default is 2; 0 ranks by cleanliness alone)")
+    from ica_hub.scoring.fit import domain_weight_problem  # the scorer's own rule
+
+    if problem := domain_weight_problem(s.domain_weight):
+        problems.append(f"scorer.domain_weight = {s.domain_weight!r}: {problem}")
     if s.name == "ica-fit" and s.baseline != "none":
         problems.append("scorer.baseline = 'pool' is a setting of scorer.name = 'ica' (the "
                         "contrastive variant); ica-fit uses the holdout pass only")

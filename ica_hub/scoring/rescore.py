@@ -61,8 +61,7 @@ def _on_model(template, model, tokenizer):
     options = dict(ica.settings, holdout_source=ica.holdout_source,
                    max_tokens_per_batch=ica.runtime["max_tokens_per_batch"])
     if isinstance(template, HoldoutFitScorer):
-        for fixed_by_fit in ("baseline", "column_prefix", "score_ending"):
-            options.pop(fixed_by_fit)
+        options.pop("column_prefix")  # ica-fit fixes it
         return HoldoutFitScorer(template._holdout_rows, model, tokenizer,
                                 domain_weight=template._options["domain_weight"], **options)
     return ICAScorer(template._holdout_rows, model, tokenizer, **options,

@@ -14,6 +14,7 @@ import torch
 from datasets import Dataset, load_dataset, load_from_disk
 
 from ica_hub.config import LoraConfig, TrainRecipe
+from ica_hub.hub.repo_ids import may_be_hub_repo
 from ica_hub.models import load_model_and_tokenizer
 from ica_hub.training.batch_weights import ensure_example_ids
 from ica_hub.training.rescoring import RescoreCallback
@@ -39,7 +40,7 @@ def load_train_dataset(recipe: TrainRecipe) -> Dataset:
         if not path.exists():
             raise FileNotFoundError(f"data.train = {data.train!r}: no such file")
         dataset = load_dataset(_FILE_BUILDERS[path.suffix], data_files=str(path), split="train")
-    elif data.train.count("/") != 1 or data.train.startswith((".", "/", "~")):
+    elif not may_be_hub_repo(data.train):
         raise FileNotFoundError(f"data.train = {data.train!r}: no such folder or file (and not "
                                 "a Hub repo id, 'namespace/name'). " + _WRITE_IT_FIRST)
     else:
