@@ -162,6 +162,11 @@ def run_training(*, method: str, train: Path, output: Path, seed: int, weighted:
     return train_recipe(config_from_dict(TrainRecipe, settings, None, validate))
 
 
+def training_folder(args, folder: Path) -> Path:
+    """Where a seed's training runs and their results live: one folder per training setting."""
+    return folder / f"training-{args.training_tag}" if args.training_tag else folder
+
+
 def score_quality(scored) -> dict:
     from ica_hub.evaluation.evaluate_model import score_quality as quality
 
@@ -175,7 +180,9 @@ def train_and_evaluate(args, seed: int, folder: Path, scored) -> dict:
     from ica_hub.evaluation.evaluate_model import evaluate_model
     from ica_hub.scoring import ICAScorer
 
-    results_file = folder / "training.json"
+    runs = training_folder(args, folder)
+    runs.mkdir(parents=True, exist_ok=True)
+    results_file = runs / "training.json"
     results = json.loads(results_file.read_text()) if results_file.exists() else {}
     data = build_demo_data(data_config(args, seed))
     test, pairs_test = data["test"], data["pairs_test"]
@@ -199,12 +206,12 @@ def train_and_evaluate(args, seed: int, folder: Path, scored) -> dict:
             values = np.array([np.nan if v is None else v for v in scored[column]])
             keep = np.argsort(-np.nan_to_num(values, nan=-np.inf), kind="stable")
             rows = scored.select(sorted(keep[: len(values) // 2].tolist()))
-        train = folder / "train-data" / name.replace(" ", "_")
+        train = runs / "train-data" / name.replace(" ", "_")
         rows.save_to_disk(str(train))
         started = time.perf_counter()
-        output = run_training(method="sft", train=train, output=folder / "sft" / name.replace(
+        output = run_training(method="sft", train=train, output=runs / "sft" / name.replace(
             " ", "_"), seed=seed, weighted=None if top_half else column, lora=True,
-            learning_rate=args.sft_lr, epochs=1, args=args)
+            learning_rate=args.sft_lr, epochs=args.sft_epochs, args=args)
         evaluate(f"sft {name}", str(output), time.perf_counter() - started)
 
     pairs_path = folder / "pairs-scored"
@@ -221,7 +228,7 @@ def train_and_evaluate(args, seed: int, folder: Path, scored) -> dict:
                 continue
             started = time.perf_counter()
             output = run_training(method=method, train=pairs_path,
-                                  output=folder / method / ("ica" if weighted else "uniform"),
+                                  output=runs / method / ("ica" if weighted else "uniform"),
                                   seed=seed, weighted=weighted, lora=True,
                                   learning_rate=args.pref_lr, epochs=1, args=args)
             evaluate(name, str(output), time.perf_counter() - started)
@@ -291,8 +298,8 @@ def report(per_seed: dict[int, dict], args) -> str:
                          f"{np.mean([g['pool'] for g in gains]):+.4f} |")
     trained = [s for s in seeds if per_seed[s].get("training")]
     if trained:
-        lines += ["", f"### Training ({len(trained)} seeds: {trained}; LoRA, 1 epoch, "
-                  f"batch {args.batch_size}, max_length {args.train_max_length})", "",
+        lines += ["", f"### Training ({len(trained)} seeds: {trained}; LoRA, SFT "
+                  f"{args.sft_epochs:g} epochs at lr {args.sft_lr:g}, batch {args.batch_size}, max_length {args.train_max_length})", "",
                   "Target-domain test loss (nats per response token) and held-out preference "
                   "accuracy; \"vs uniform\" is the paired difference per seed, mean ± standard "
                   "deviation.", "",
@@ -344,6 +351,10 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--train-max-length", type=int, default=512)
     parser.add_argument("--sft-lr", type=float, default=2e-4)
+    parser.add_argument("--sft-epochs", type=float, default=1.0)
+    parser.add_argument("--training-tag", default="",
+                        help="keep this setting's runs apart, in seedN/training-TAG (the scores "
+                             "are shared): compare training settings without retraining")
     parser.add_argument("--pref-lr", type=float, default=5e-5)
     parser.add_argument("--sft-runs", nargs="+", default=list(SFT_RUNS), choices=list(SFT_RUNS),
                         metavar="RUN", help=f"SFT runs to train, of: {', '.join(SFT_RUNS)}")
@@ -364,7 +375,7 @@ def main() -> None:
         scored = score_pool(args, seed, folder)
         per_seed[seed] = {"quality": score_quality(scored), "gains": gains_by_kind(scored)}
         if args.report_only:
-            runs = folder / "training.json"
+            runs = training_folder(args, folder) / "training.json"
             per_seed[seed]["training"] = json.loads(runs.read_text()) if runs.exists() else {}
         elif args.train:
             per_seed[seed]["training"] = train_and_evaluate(args, seed, folder, scored)

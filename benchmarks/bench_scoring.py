@@ -1,6 +1,7 @@
 """Scoring speed: ICA scoring against a plain forward pass and the naive method, same rows, one run.
 
     .venv/bin/python benchmarks/bench_scoring.py [--rows 24] [--k 3] [--device cpu] [--dtype float32]
+        [--selections fixed nearest] [--skip-no-reuse]
 
 Methods timed on the same rows of the real demo pool, one after the other in one process:
 
@@ -36,22 +37,38 @@ from ica_hub.scoring.engine import LogProbEngine
 
 
 class NaiveEngine(LogProbEngine):
-    """One row at a time, whole sequence, full logits: the authors' way."""
+    """One row at a time, whole sequence, full logits: the authors' way.
+
+    Overrides the engine's one entry point (``response_and_ending_logps``, which
+    ``response_logps`` calls too), so that every scorer runs through it.
+    """
 
     @torch.inference_mode()
-    def response_logps(self, items):
+    def response_and_ending_logps(self, items):
         sums = np.zeros(len(items))
         counts = np.array([len(item.response) for item in items])
+        endings = np.full(len(items), np.nan)
         for index, item in enumerate(items):
-            ids = sum(item.prefix, ()) + item.suffix + item.response
+            head = sum(item.prefix, ()) + item.suffix
+            ids = head + item.response + item.ending
             input_ids = torch.tensor([ids], device=self.device)
             logps = torch.log_softmax(self.model(input_ids=input_ids).logits.float(), -1)[0]
-            start = len(ids) - len(item.response)
-            targets = torch.tensor(item.response, device=self.device)
-            positions = torch.arange(start - 1, len(ids) - 1, device=self.device)
-            sums[index] = logps[positions, targets].double().sum().item()
+            # position p predicts token p + 1
+            token_logps = logps[torch.arange(len(head) - 1, len(ids) - 1, device=self.device),
+                                torch.tensor(ids[len(head):], device=self.device)].double()
+            sums[index] = token_logps[: len(item.response)].sum().item()
+            if item.ending:
+                endings[index] = token_logps[len(item.response):].sum().item()
             self.forward_tokens += len(ids)
-        return sums, counts
+        return sums, counts, endings
+
+
+def tokens_through_model(scorer) -> int:
+    """Tokens the scorer's engines ran through the model: what prefix reuse saves."""
+    engine = getattr(scorer, "_engine", None)
+    engines = [engine] if isinstance(engine, LogProbEngine) else []
+    engines += list(getattr(scorer, "_engines", {}).values())
+    return sum(engine.forward_tokens for engine in engines)
 
 
 def run(args) -> str:
@@ -73,7 +90,7 @@ def run(args) -> str:
     common = dict(k=args.k, max_length=args.max_length,
                   max_demonstration_tokens=args.max_demonstration_tokens)
 
-    results, per_token = {}, {}
+    results, per_token, tokens_run = {}, {}, {}
 
     def measure(name, scorer, engine=None):
         if engine is not None:
@@ -85,6 +102,7 @@ def run(args) -> str:
         if args.device.startswith("cuda"):
             torch.cuda.synchronize()
         results[name] = time.perf_counter() - started
+        tokens_run[name] = tokens_through_model(scorer)
         prefix = "loglik" if name == "plain" else "ica"
         per_token[name] = np.array(columns.get(f"{prefix}_score_per_token",
                                                columns.get(f"{prefix}_score")), dtype=float)
@@ -94,12 +112,17 @@ def run(args) -> str:
     LikelihoodScorer(model, tokenizer, max_length=args.max_length)(rows.select(range(2)).to_dict())
 
     measure("plain", LikelihoodScorer(model, tokenizer, max_length=args.max_length))
-    for selection in ("fixed", "nearest"):
+    for selection in args.selections:
         measure(f"ICA {selection}", ICAScorer(data["holdout"], model, tokenizer,
                                               selection=selection, **common))
-        measure(f"no-reuse {selection}", ICAScorer(data["holdout"], model, tokenizer,
-                                                   selection=selection, reuse_prefix=False,
-                                                   **common))
+        for shared in args.min_shared_items:
+            measure(f"ICA {selection} min-shared {shared}",
+                    ICAScorer(data["holdout"], model, tokenizer, selection=selection, **common),
+                    engine=LogProbEngine(model, min_shared_items=shared))
+        if not args.skip_no_reuse:
+            measure(f"no-reuse {selection}", ICAScorer(data["holdout"], model, tokenizer,
+                                                       selection=selection, reuse_prefix=False,
+                                                       **common))
         measure(f"naive {selection}", ICAScorer(data["holdout"], model, tokenizer,
                                                 selection=selection, **common),
                 engine=NaiveEngine(model))
@@ -113,16 +136,18 @@ def run(args) -> str:
         f"{platform.processor() or platform.machine()}, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads.",
         "",
-        "| method | seconds | rows/s | vs plain | naive / this | max abs diff per token vs naive |",
-        "|---|---|---|---|---|---|",
+        "| method | seconds | rows/s | tokens run | vs plain | naive / this | "
+        "max abs diff per token vs naive |",
+        "|---|---|---|---|---|---|---|",
     ]
     for name, seconds in results.items():
-        selection = name.split()[-1]
+        selection = "nearest" if "nearest" in name else "fixed"
         naive = results.get(f"naive {selection}")
         diff = ""
         if name != "plain":
             diff = f"{np.nanmax(np.abs(per_token[name] - per_token[f'naive {selection}'])):.1e}"
         lines.append(f"| {name} | {seconds:.2f} | {args.rows / seconds:.2f} | "
+                     f"{tokens_run[name]} | "
                      f"{seconds / results['plain']:.2f} | "
                      f"{(naive / seconds) if naive and name != 'plain' else float('nan'):.2f} | "
                      f"{diff} |")
@@ -137,11 +162,18 @@ def main(argv=None):
     parser.add_argument("--holdout", type=int, default=16)
     parser.add_argument("--k", type=int, default=3)
     parser.add_argument("--max-length", type=int, default=1024)
-    parser.add_argument("--max-demonstration-tokens", type=int, default=64)
+    parser.add_argument("--max-demonstration-tokens", type=int, default=256)
     parser.add_argument("--max-answer-chars", type=int, default=600)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--config-only", action="store_true")
+    parser.add_argument("--selections", nargs="+", default=["fixed", "nearest"],
+                        choices=["fixed", "nearest"], help="demonstration modes to time")
+    parser.add_argument("--skip-no-reuse", action="store_true",
+                        help="time ICA and naive only, not ICA with prefix reuse switched off")
+    parser.add_argument("--min-shared-items", type=int, nargs="*", default=[],
+                        help="also time ICA with the engine's min_shared_items set to each of "
+                             "these (the default engine's value is timed as plain 'ICA')")
     parser.add_argument("--write", action="store_true", help="append the table to RESULTS.md")
     args = parser.parse_args(argv)
     args.argv = list(argv if argv is not None else sys.argv[1:])

@@ -81,3 +81,26 @@ def test_the_ending_is_scored_apart_from_the_response_in_the_same_pass(tokenizer
     with torch.no_grad():
         expected = torch.log_softmax(tiny_model(ids).logits.float(), -1)[0, -1, end[0]].item()
     assert abs(endings[1] - expected) < 1e-3
+
+
+def test_the_benchmarks_naive_engine_runs_every_item_in_full(tokenizer, tiny_model):
+    """benchmarks/bench_scoring.py times its naive method through this class: it must run each
+    item's whole sequence (no reuse at all) and still give the engine's numbers, endings too."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[2] / "benchmarks" / "bench_scoring.py"
+    spec = importlib.util.spec_from_file_location("bench_scoring", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+
+    end = _ids(tokenizer, "<|im_end|>")
+    items = [ScoringItem(item.prefix, item.suffix, item.response, end if n % 2 else ())
+             for n, item in enumerate(_items(tokenizer))]
+    naive = bench.NaiveEngine(tiny_model)
+    sums, counts, endings = naive.response_and_ending_logps(items)
+    assert naive.forward_tokens == sum(item.num_tokens for item in items)
+    expected = LogProbEngine(tiny_model).response_and_ending_logps(items)
+    np.testing.assert_allclose(sums / counts, expected[0] / expected[1], atol=1e-3)
+    np.testing.assert_allclose(endings, expected[2], atol=1e-3)  # NaN where no ending
+    assert np.isnan(endings[::2]).all() and np.isfinite(endings[1::2]).all()
