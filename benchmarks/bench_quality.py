@@ -299,16 +299,16 @@ def report(per_seed: dict[int, dict], args) -> str:
     trained = [s for s in seeds if per_seed[s].get("training")]
     if trained:
         lines += ["", f"### Training ({len(trained)} seeds: {trained}; LoRA, SFT "
-                  f"{args.sft_epochs:g} epochs at lr {args.sft_lr:g}, batch {args.batch_size}, max_length {args.train_max_length})", "",
+                  f"{args.sft_epochs:g} epochs at lr {args.sft_lr:g}, batch {args.batch_size}, "
+                  f"max_length {args.train_max_length})", "",
                   "Target-domain test loss (nats per response token) and held-out preference "
-                  "accuracy; \"vs uniform\" is the paired difference per seed, mean ± standard "
-                  "deviation.", "",
-                  "| run | test loss | vs uniform | preference accuracy | vs uniform | "
-                  "train s |", "|---|---|---|---|---|---|"]
+                  "accuracy; \"vs uniform\" is the paired difference per seed (negative: lower "
+                  "loss than uniform), mean ± standard deviation, then each seed's.", "",
+                  "| run | test loss | vs uniform | per seed | preference accuracy | vs uniform "
+                  "| train s |", "|---|---|---|---|---|---|---|"]
         names = list(dict.fromkeys(name for s in trained for name in per_seed[s]["training"]))
         for name in names:
-            rows = [per_seed[s]["training"].get(name) for s in trained]
-            rows = [r for r in rows if r]
+            rows = [r for s in trained if (r := per_seed[s]["training"].get(name))]
             method = name.split()[0]
             uniform = {"sft": "sft uniform", "dpo": "dpo uniform", "simpo": "simpo uniform"}.get(
                 method, "base")
@@ -318,15 +318,15 @@ def report(per_seed: dict[int, dict], args) -> str:
                 if run and base:
                     diffs_loss.append(run["test_loss"] - base["test_loss"])
                     diffs_acc.append(run["preference_accuracy"] - base["preference_accuracy"])
+            paired = name != uniform and diffs_loss
             seconds = [r["train_seconds"] for r in rows if r.get("train_seconds")]
             lines.append(
                 f"| {name} | {_mean_std([r['test_loss'] for r in rows])} | "
-                f"{_mean_std(diffs_loss) if name != uniform else '-'} | "
+                f"{_mean_std(diffs_loss) if paired else '-'} | "
+                f"{' / '.join(f'{d:+.3f}' for d in diffs_loss) if paired else '-'} | "
                 f"{_mean_std([r['preference_accuracy'] for r in rows])} | "
-                f"{_mean_std(diffs_acc) if name != uniform else '-'} | "
-                f"{np.mean(seconds):.0f} |" if seconds else
-                f"| {name} | {_mean_std([r['test_loss'] for r in rows])} | - | "
-                f"{_mean_std([r['preference_accuracy'] for r in rows])} | - | - |")
+                f"{_mean_std(diffs_acc) if paired else '-'} | "
+                f"{f'{np.mean(seconds):.0f}' if seconds else '-'} |")
     return "\n".join(lines)
 
 

@@ -62,7 +62,7 @@ def module_main(prog: str, description: str, add_arguments, run,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
-    return run(args)
+    return _run_reporting_user_errors(prog, run, args, verbose=False)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -76,13 +76,22 @@ def main(argv: list[str] | None = None) -> int:
     if not args.verbose:  # one line per HTTP request to the Hub drowns the progress
         for name in ("httpx", "httpx2", "httpcore"):
             logging.getLogger(name).setLevel(logging.WARNING)
+    return _run_reporting_user_errors(f"ica-hub {args.command}", args.func, args,
+                                      verbose=args.verbose)
+
+
+# Errors a user's input causes: the message names the problem and the fix, so it is printed as
+# one line (exit status 2, as argparse uses) instead of a traceback; -v shows the traceback.
+_USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, OverflowError, OSError)
+
+
+def _run_reporting_user_errors(prog: str, run, args, *, verbose: bool) -> int:
     try:
-        return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError, FileExistsError, OverflowError, OSError) as error:
-        # User errors: the message names the problem and the fix; -v shows the traceback.
-        if args.verbose:
+        return int(run(args) or 0)
+    except _USER_ERRORS as error:
+        if verbose:
             raise
-        print(f"ica-hub {args.command}: error: {error}", file=sys.stderr)
+        print(f"{prog}: error: {error}", file=sys.stderr)
         return 2
 
 

@@ -29,13 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ica_hub.config import RecipeError
     from ica_hub.scoring.recipe import load_score_recipe
     from ica_hub.scoring.run import run_scoring
 
-    try:
-        recipe = load_score_recipe(args.recipe, args.overrides)
-    except RecipeError as error:
-        raise SystemExit(str(error)) from None
-    run_scoring(recipe)
+    run_scoring(load_score_recipe(args.recipe, args.overrides))
     return 0

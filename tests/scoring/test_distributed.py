@@ -158,13 +158,13 @@ def test_shipped_recipe_parses():
     assert "accelerate launch" in SCORE_RECIPE.read_text().splitlines()[2]
 
 
-def test_bad_recipe_lists_every_problem_with_the_fix(tmp_path):
+def test_bad_recipe_lists_every_problem_with_the_fix(tmp_path, capsys):
     recipe = tmp_path / "bad.yaml"
     recipe.write_text("scorer:\n  kk: 3\n  layout: single\nrun:\n  rows_per_shard: 10\n"
                       "  batch_size: 4\n  output: x\npush:\n  repo_id: no-slash\nbogus: 1\n")
-    with pytest.raises(SystemExit) as raised:
-        cli_main(["score", str(recipe), "scorer.max_length=8", "data.pool="])
-    message = str(raised.value)
+    assert cli_main(["score", str(recipe), "scorer.max_length=8", "data.pool="]) == 2
+    message = capsys.readouterr().err
+    assert message.startswith("ica-hub score: error: 8 problem(s)")
     for expected in ("scorer.kk: unknown option; did you mean 'scorer.k'?",
                      "scorer.layout = 'single': not a known choice; did you mean 'single_turn'?",
                      "run.output: unknown option; did you mean 'run.output_dir'?",
@@ -173,7 +173,6 @@ def test_bad_recipe_lists_every_problem_with_the_fix(tmp_path):
                      "use 8 or 12", "scorer.max_length = 8: must be >= 16",
                      "data.pool = None: expected str", "push.repo_id = 'no-slash'"):
         assert expected in message, expected
-    assert message.startswith("8 problem(s)")
 
 
 def test_recipe_error_is_a_value_error():
@@ -329,3 +328,16 @@ def test_empty_or_too_small_holdout_fails_before_the_model_loads(
     with pytest.raises((ValueError, RecipeError), match=message):
         run_scoring(load_score_recipe(SCORE_RECIPE, recipe_overrides(
             tiny_model_dir, pool, holdout, tmp_path / "out")))
+
+
+def test_the_launch_entry_point_reports_a_bad_recipe_like_the_cli(tmp_path, capsys):
+    """``accelerate launch -m ica_hub.score``: one line naming the option, exit status 2."""
+    from ica_hub.score import main as module_entry
+
+    recipe = tmp_path / "bad.yaml"
+    recipe.write_text("scorer:\n  kk: 3\n")
+    assert module_entry([str(recipe)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("python -m ica_hub.score: error: 1 problem(s)")
+    assert "scorer.kk: unknown option; did you mean 'scorer.k'?" in err
+    assert "Traceback" not in err
