@@ -63,6 +63,22 @@ class NaiveEngine(LogProbEngine):
         return sums, counts, endings
 
 
+def sharegpt_rows(count: int, max_answer_chars: int):
+    """The first ``count`` ShareGPT exchanges that pass the demo builder's filters."""
+    from datasets import Dataset
+
+    from ica_hub.data.demo_data import _first_exchange, read_sharegpt
+
+    config = DemoDataConfig(max_answer_chars=max_answer_chars)
+    rows = []
+    for record in read_sharegpt():
+        if (exchange := _first_exchange(record, config)) is not None:
+            rows.append({"prompt": exchange[1], "completion": exchange[2]})
+            if len(rows) == count:
+                return Dataset.from_list(rows)
+    raise SystemExit(f"ShareGPT has only {len(rows)} rows passing the filters; lower --rows")
+
+
 def tokens_through_model(scorer) -> int:
     """Tokens the scorer's engines ran through the model: what prefix reuse saves."""
     engine = getattr(scorer, "_engine", None)
@@ -83,9 +99,15 @@ def run(args) -> str:
     else:
         model, tokenizer = load_model_and_tokenizer(dtype=getattr(torch, args.dtype),
                                                     device=args.device)
-    data = build_demo_data(DemoDataConfig(num_pool=max(args.rows, 32), num_holdout=args.holdout,
-                                          max_answer_chars=args.max_answer_chars))
-    rows = data["pool"].select(range(args.rows))
+    if args.rows_from == "demo-pool":
+        data = build_demo_data(DemoDataConfig(num_pool=max(args.rows, 32),
+                                              num_holdout=args.holdout,
+                                              max_answer_chars=args.max_answer_chars))
+        rows = data["pool"].select(range(args.rows))
+    else:  # more rows than the demo pool holds: the first ShareGPT exchanges, any topic
+        data = build_demo_data(DemoDataConfig(num_pool=32, num_holdout=args.holdout,
+                                              max_answer_chars=args.max_answer_chars))
+        rows = sharegpt_rows(args.rows, args.max_answer_chars)
     batch = rows.to_dict()
     common = dict(k=args.k, max_length=args.max_length,
                   max_demonstration_tokens=args.max_demonstration_tokens)
@@ -167,6 +189,10 @@ def main(argv=None):
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--config-only", action="store_true")
+    parser.add_argument("--rows-from", choices=["demo-pool", "sharegpt"], default="demo-pool",
+                        help="demo-pool: the demo pool's rows (at most about 150 at 900 "
+                             "characters); sharegpt: the first ShareGPT exchanges of any topic, "
+                             "for larger map calls (the holdout is the demo holdout either way)")
     parser.add_argument("--selections", nargs="+", default=["fixed", "nearest"],
                         choices=["fixed", "nearest"], help="demonstration modes to time")
     parser.add_argument("--skip-no-reuse", action="store_true",
