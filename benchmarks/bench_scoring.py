@@ -1,9 +1,12 @@
 """Scoring speed: ICA scoring against a plain forward pass and the naive method, same rows, one run.
 
     .venv/bin/python benchmarks/bench_scoring.py [--rows 24] [--k 3] [--device cpu] [--dtype float32]
-        [--selections fixed nearest] [--skip-no-reuse]
+        [--selections fixed nearest] [--skip-no-reuse] [--min-shared-items N ...]
+        [--rows-from demo-pool|sharegpt]
 
-Methods timed on the same rows of the real demo pool, one after the other in one process:
+Methods timed on the same real rows (the demo pool's, or with ``--rows-from sharegpt`` the first
+ShareGPT exchanges of any topic, for map calls larger than the demo pool), one after the other in
+one process:
 
 - plain: one no-grad pass over each row (prompt + response), response log-probs only: the
   floor a scorer of likelihood pays.
