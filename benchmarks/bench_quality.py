@@ -369,8 +369,11 @@ def main() -> None:
 
     started = time.perf_counter()
     per_seed = {}
+    from ica_hub.data.demo_data import BUILDER_NAME
+
     for seed in args.seeds:
-        folder = Path(args.output) / f"seed{seed}"
+        # One cache per data builder: rows labelled by another builder are other data.
+        folder = Path(args.output) / BUILDER_NAME.replace("/", "-") / f"seed{seed}"
         folder.mkdir(parents=True, exist_ok=True)
         scored = score_pool(args, seed, folder)
         per_seed[seed] = {"quality": score_quality(scored), "gains": gains_by_kind(scored)}

@@ -66,7 +66,7 @@ class DemoRecipe:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DemoDataConfig = field(default_factory=lambda: DemoDataConfig(
         num_holdout=24, num_pool=64, num_test=24, num_pairs=24, num_pairs_test=24,
-        max_answer_chars=600))
+        max_answer_chars=800))
     scorer: ScorerSettings = field(default_factory=lambda: ScorerSettings(
         max_length=1024, max_demonstration_tokens=128))
     score_column: str = "fit_score"  # the column the weighted SFT runs turn into weights

@@ -53,6 +53,22 @@ def test_holdout_smaller_than_k_fails_before_anything_is_built(tmp_path, capsys)
     assert not any(tmp_path.iterdir())  # no data, no model, no Hub
 
 
+@pytest.mark.parametrize("question, answer, domain", [
+    ("How do I make an HTTP request in Javascript?", "Use fetch:\n```js\nfetch(url)\n```", "code"),
+    ("how to load csv file to sql server?", "Use BULK INSERT in SQL Server ...", "code"),
+    ("Write me a poem about the sea.", "The sea is wide and grey ...", "other"),
+    # Technical or code-shaped, yet no programming question: left out of both groups.
+    ("Why doesn't the parabola cross the x axis? Use ASCII art.", "```\n  *  *\n```", None),
+    ("When should I use SSR in frontend development?", "Server-side rendering helps ...", None),
+    ("create qr code for my shop", "Here is how to make a QR code ...", None),
+    ("why are there so many third class levers in our body?", "Levers of the third ...", None),
+])
+def test_domain_labels_leave_ambiguous_rows_out(question, answer, domain):
+    from ica_hub.data.demo_data import _domain
+
+    assert _domain(question, answer) == domain
+
+
 @pytest.mark.parametrize("size", [10_000])
 def test_too_large_demo_names_the_knobs(size):
     with pytest.raises(ValueError, match="max_answer_chars"):

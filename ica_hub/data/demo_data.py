@@ -3,6 +3,8 @@
 ``build_demo_data`` makes, with a fixed seed:
 
 - ``holdout``: clean rows of the target domain (coding questions): what "good" means;
+  a row is "coding" or "other" by the rules at ``_LANGUAGE``, and rows that are neither (a
+  technical question that is not a programming one) are not used at all;
 - ``pool``: the training pool, a mix of target-domain rows, off-domain rows, and noisy rows of
   named kinds: ``swapped`` (the answer belongs to another question), ``truncated`` (the answer
   stops after its first fifth), ``corrupted`` (the answer's words shuffled). The kind is kept in
@@ -32,12 +34,31 @@ from ica_hub.columns import EXAMPLE_ID, ROW_KIND
 
 logger = logging.getLogger(__name__)
 
-BUILDER_NAME = "sharegpt-demo/v2"
+BUILDER_NAME = "sharegpt-demo/v3"
 NOISE_KINDS = ("swapped", "truncated", "corrupted")
 
-_CODE_QUESTION = re.compile(
-    r"\b(python|javascript|typescript|java|c\+\+|sql|html|css|react|node\.?js|django|flask|"
-    r"bash|regex|golang|rust|php|kotlin|swift|pandas|numpy|docker|kubernetes|git)\b",
+# Domain labels, for evaluation only, so they must be right rather than complete. A row is
+# "coding" when its question names a programming language or tool and its answer holds a fenced
+# code block or names one too; "other" when neither its question nor its answer has any technical word or code;
+# every other row is left out of both groups. Generic words ("code", "function", "class") make a
+# row technical but never coding on their own: "QR code", "f(x) = sin x" and "third class levers"
+# are not programming questions, and such rows would put label noise into every AUROC.
+_LANGUAGE = re.compile(
+    r"\b(python|javascript|typescript|java|c\+\+|c#|sql|mysql|postgres(?:ql)?|html|css|react|"
+    r"node\.?js|django|flask|bash|powershell|regex|golang|rust|php|kotlin|swift|pandas|numpy|"
+    r"docker|kubernetes|git|vb\.net|laravel|flutter|jquery|vue|angular|nginx|vba|matlab|scala|"
+    r"ruby|perl|dart|terraform|typescript|json|yaml|spring boot|unity|c sharp)\b",
+    re.IGNORECASE,
+)
+_TECHNICAL = re.compile(
+    r"\b(code|coding|codes|program|programming|programmer|script|function|class|method|api|"
+    r"sdk|query|terminal|command|commands|software|apps?|application|web|website|http|url|"
+    r"frontend|front-end|backend|back-end|servers?|database|data|cloud|computer|computing|"
+    r"developers?|development|ai|nlp|machine learning|model|ui|ux|framework|library|plugin|"
+    r"digital|tech|technology|technical|online|internet|network|algorithms?|saas|platform|"
+    r"crypto|blockchain|excel|spreadsheet|wordpress|shopify|seo|aws|azure|linux|windows|macos|"
+    r"iphone|android|install|config|configuration|ssr|chatgpt|gpt|midjourney|robot|automation|"
+    r"engineer|engineering|math|maths|equation|formula|sum|diagram|ascii|table|markdown)\b",
     re.IGNORECASE,
 )
 
@@ -50,7 +71,7 @@ class DemoDataConfig:
     num_holdout: int = 24
     num_pool: int = 160
     num_test: int = 32
-    num_pairs: int = 48
+    num_pairs: int = 32
     num_pairs_test: int = 32
     target_fraction: float = 0.3  # of the pool; the same again off-domain, the rest noisy
     min_question_chars: int = 20
@@ -94,9 +115,15 @@ def _first_exchange(record, config: DemoDataConfig):
     return record["id"], question, answer
 
 
-def _is_code(question: str, answer: str) -> bool:
-    # A named language or tool in the question, or a fenced code block in the answer.
-    return bool(_CODE_QUESTION.search(question)) or "```" in answer
+def _domain(question: str, answer: str) -> str | None:
+    """``"code"``, ``"other"``, or None for a row too ambiguous to label (see ``_LANGUAGE``)."""
+    fenced = "```" in answer
+    if _LANGUAGE.search(question) and (fenced or _LANGUAGE.search(answer)):
+        return "code"
+    text = f"{question}\n{answer}"
+    if fenced or _LANGUAGE.search(text) or _TECHNICAL.search(text):
+        return None
+    return "other"
 
 
 def _row(example_id, question, answer, kind=None):
@@ -136,7 +163,9 @@ def build_demo_data(config: DemoDataConfig = DemoDataConfig()) -> DatasetDict:
         if question_key in seen:
             continue
         seen.add(question_key)
-        (code if _is_code(*exchange[1:]) else other).append(exchange)
+        domain = _domain(*exchange[1:])
+        if domain is not None:
+            (code if domain == "code" else other).append(exchange)
         if len(code) >= 3 * need_code and len(other) >= 3 * need_other:
             break
     if len(code) < need_code or len(other) < need_other:
