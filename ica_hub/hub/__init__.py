@@ -1,4 +1,5 @@
-"""Scored versions on the Hub, their dataset cards, evaluation results, and the local Hub server.
+"""Scored versions on the Hub, their dataset cards, evaluation results, browsing them (what
+the Space shows), and the local Hub server.
 
 The public names are imported lazily so that ``import ica_hub.hub`` stays cheap (the server
 pulls in FastAPI, the versions pull in datasets).
@@ -17,6 +18,10 @@ _EXPORTS = {
     "VersionIntegrityError": "ica_hub.hub.versions",
     "push_results": "ica_hub.hub.results",
     "load_results": "ica_hub.hub.results",
+    "BrowseError": "ica_hub.hub.browse",
+    "list_versions": "ica_hub.hub.browse",
+    "load_version": "ica_hub.hub.browse",
+    "results_tables": "ica_hub.hub.browse",
     "LocalHub": "ica_hub.hub.local",
     "use_hub": "ica_hub.hub.local",
     "create_app": "ica_hub.hub.server",
