@@ -30,6 +30,8 @@ ICA_NUM_TOKENS_REJECTED = "ica_num_tokens_rejected"
 # Demo data only: why a pool row was built (target, off_domain, swapped, truncated, corrupted).
 # Kept for evaluation; never read by scoring or training.
 ROW_KIND = "row_kind"
+# Demo data only: the domain of a pool row's question (target, off_domain), noisy rows included.
+ROW_DOMAIN = "row_domain"
 
 # Provenance keys, written by every scorer and read by the Hub versions and the Space.
 PROVENANCE_KEYS = (

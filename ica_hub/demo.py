@@ -70,7 +70,7 @@ class DemoRecipe:
     scorer: ScorerSettings = field(default_factory=lambda: ScorerSettings(
         max_length=1024, max_demonstration_tokens=128))
     score_column: str = "fit_score"  # the column the weighted SFT runs turn into weights
-    batch_size: int = 8  # rows per scorer call
+    batch_size: int = 32  # rows per scorer call: larger shares more cached demonstrations
     training: DemoTraining = field(default_factory=DemoTraining)
     hub: DemoHub = field(default_factory=DemoHub)
     eval_max_length: int = 1024

@@ -8,7 +8,8 @@
 - ``pool``: the training pool, a mix of target-domain rows, off-domain rows, and noisy rows of
   named kinds: ``swapped`` (the answer belongs to another question), ``truncated`` (the answer
   stops after its first fifth), ``corrupted`` (the answer's words shuffled). The kind is kept in
-  ``row_kind`` for evaluation only;
+  ``row_kind``, and the domain of the question (``target`` or ``off_domain``, noisy rows
+  included) in ``row_domain``, for evaluation only;
 - ``test``: held-out target-domain rows, never in the pool or the holdout;
 - ``pairs`` / ``pairs_test``: preference pairs on target-domain questions whose chosen side is
   the real answer and whose rejected side is a real answer to another question;
@@ -30,7 +31,7 @@ from dataclasses import asdict, dataclass
 
 from datasets import Dataset, DatasetDict
 
-from ica_hub.columns import EXAMPLE_ID, ROW_KIND
+from ica_hub.columns import EXAMPLE_ID, ROW_DOMAIN, ROW_KIND
 
 logger = logging.getLogger(__name__)
 
@@ -126,10 +127,11 @@ def _domain(question: str, answer: str) -> str | None:
     return "other"
 
 
-def _row(example_id, question, answer, kind=None):
+def _row(example_id, question, answer, kind=None, domain=None):
     row = {EXAMPLE_ID: example_id, "prompt": question, "completion": answer}
     if kind is not None:
         row[ROW_KIND] = kind
+        row[ROW_DOMAIN] = domain
     return row
 
 
@@ -182,14 +184,16 @@ def build_demo_data(config: DemoDataConfig = DemoDataConfig()) -> DatasetDict:
     take = lambda pool, n: [pool.pop() for _ in range(n)]  # noqa: E731
     holdout = [_row(f"sharegpt-{i}", q, a) for i, q, a in take(code, config.num_holdout)]
     test = [_row(f"sharegpt-{i}", q, a) for i, q, a in take(code, config.num_test)]
-    pool = [_row(f"sharegpt-{i}", q, a, "target") for i, q, a in take(code, num_target)]
-    pool += [_row(f"sharegpt-{i}", q, a, "off_domain") for i, q, a in take(other, num_target)]
+    pool = [_row(f"sharegpt-{i}", q, a, "target", "target") for i, q, a in take(code, num_target)]
+    pool += [_row(f"sharegpt-{i}", q, a, "off_domain", "off_domain")
+             for i, q, a in take(other, num_target)]
     noisy_sources = take(code, num_noisy // 2) + take(other, num_noisy - num_noisy // 2)
+    source_domains = ["target"] * (num_noisy // 2) + ["off_domain"] * (num_noisy - num_noisy // 2)
     donors = [a for _, _, a in code[: len(noisy_sources)] + other[: len(noisy_sources)]]
-    for n, (i, q, a) in enumerate(noisy_sources):
+    for n, ((i, q, a), domain) in enumerate(zip(noisy_sources, source_domains)):
         kind = NOISE_KINDS[n % len(NOISE_KINDS)]
         pool.append(_row(f"sharegpt-{i}-{kind}", q, _corrupt(kind, a, rng.choice(donors), rng),
-                         kind))
+                         kind, domain))
     rng.shuffle(pool)
 
     pairs = _pairs(take(code, config.num_pairs), rng)

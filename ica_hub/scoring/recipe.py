@@ -67,8 +67,10 @@ class RunConfig:
     work_dir: str | None = None
     # Rows per shard, a multiple of batch_size. A kill loses at most one shard per process;
     # smaller shards lose less but write more files.
-    rows_per_shard: int = 64
-    batch_size: int = 8  # rows per scorer call
+    rows_per_shard: int = 256
+    # Rows per scorer call. In nearest mode only rows of one call share cached demonstrations,
+    # so larger calls run fewer tokens; memory is bounded by max_tokens_per_batch either way.
+    batch_size: int = 64
     torch_threads: int | None = None  # per process; default: CPU cores / local processes
     keep_work_dir: bool = False  # keep shard files after the scored dataset is written
     progress: bool = True  # the progress bar on the main process
