@@ -323,7 +323,8 @@ def _print_summary(recipe, results, steps, seconds, endpoint, version, out) -> N
           f"print(load_dataset('{version.repo_id}', 'pool', revision='{version.tag}'))\"")
     if Path("spaces/ica_browser/app.py").exists():
         print(f"  ICA_HUB_ENDPOINT=http://127.0.0.1:8765 ICA_HUB_REPO={version.repo_id} "
-              "python spaces/ica_browser/app.py   # the Space, in a browser")
+              f"ICA_HUB_VERSION={version.tag} python spaces/ica_browser/app.py"
+              "   # the Space, in a browser")
 
 
 # -- the command -------------------------------------------------------------------------

@@ -4,8 +4,8 @@
         python spaces/ica_browser/app.py
 
 Environment: ``ICA_HUB_REPO`` (the repo shown first; default ``local/ica-demo``, the demo's),
-``ICA_HUB_ENDPOINT`` (a Hub other than the configured one, e.g. the local Hub of
-``ica-hub hub serve``), ``ICA_HUB_TOKEN`` (a token that reads the repo; optional for a public
+``ICA_HUB_VERSION`` (the tag selected first; default the newest), ``ICA_HUB_ENDPOINT`` (a Hub
+other than the configured one, e.g. the local Hub of ``ica-hub hub serve``), ``ICA_HUB_TOKEN`` (a token that reads the repo; optional for a public
 one), ``GRADIO_SERVER_PORT`` (default 7860). Every number shown comes from
 ``ica_hub.hub.browse``; this file only lays the page out and wires events to it.
 """
@@ -36,15 +36,18 @@ def shown_in_page(handler):
     return wrapped
 
 
-def build_app(default_repo: str, token: str | None) -> gr.Blocks:
-    """The page: a repo box and a version drop-down above a Scores tab and an Evaluation tab."""
+def build_app(default_repo: str, token: str | None, default_tag: str | None = None) -> gr.Blocks:
+    """The page: a repo box and a version drop-down above a Scores tab and an Evaluation tab.
+    The drop-down opens on ``default_tag`` when the repo has it, else on the newest version."""
     read = dict(token=token)
 
     @shown_in_page
     def show_versions(repo_id):
         versions = browse.list_versions(repo_id.strip(), **read)
         choices = [(browse.version_label(v), v["tag"]) for v in versions]
-        return gr.Dropdown(choices=choices, value=choices[0][1]), browse.versions_table(versions)
+        tags = [tag for _, tag in choices]
+        selected = default_tag if default_tag in tags else tags[0]
+        return gr.Dropdown(choices=choices, value=selected), browse.versions_table(versions)
 
     @shown_in_page
     def show_version(repo_id, tag):
@@ -117,7 +120,8 @@ def main() -> None:
     endpoint = os.environ.get("ICA_HUB_ENDPOINT")
     if endpoint:
         use_hub(endpoint, token)
-    build_app(os.environ.get("ICA_HUB_REPO", DEFAULT_REPO), token).launch()
+    build_app(os.environ.get("ICA_HUB_REPO", DEFAULT_REPO), token,
+              os.environ.get("ICA_HUB_VERSION") or None).launch()
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ starts in about 10 s on 2 cores, the clicks take a few seconds.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -57,16 +58,15 @@ def _wait_until_serving(url: str, process: subprocess.Popen, log: Path) -> None:
     pytest.fail(f"app.py did not serve {url} within {START_TIMEOUT_S} s:\n{log.read_text()}")
 
 
-@pytest.fixture(scope="module")
-def app_url(published, tmp_path_factory):
-    """The Space, started as the demo says, reading the local Hub (not HF_ENDPOINT)."""
-    folder = tmp_path_factory.mktemp("space")
+@contextlib.contextmanager
+def _running_app(published, folder: Path, **environment: str):
+    """``app.py`` started as the demo says, reading the local Hub (not HF_ENDPOINT); its URL."""
     port = _free_port()
     env = {key: value for key, value in os.environ.items()
            if key not in ("HF_ENDPOINT", "HF_TOKEN")}
     env.update(ICA_HUB_ENDPOINT=published.hub.endpoint, ICA_HUB_TOKEN=published.hub.token,
                ICA_HUB_REPO=published.repo_id, GRADIO_SERVER_PORT=str(port),
-               GRADIO_ANALYTICS_ENABLED="False", HF_HOME=str(folder / "hf-home"))
+               GRADIO_ANALYTICS_ENABLED="False", HF_HOME=str(folder / "hf-home"), **environment)
     log = folder / "app.log"
     with open(log, "w") as output:
         process = subprocess.Popen([sys.executable, str(APP)], cwd=REPO_ROOT, env=env,
@@ -78,6 +78,12 @@ def app_url(published, tmp_path_factory):
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def app_url(published, tmp_path_factory):
+    with _running_app(published, tmp_path_factory.mktemp("space")) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -170,3 +176,16 @@ def test_an_unknown_repo_is_named_in_the_page(page, published):
     repo.fill("local/no-such-repo")
     repo.press("Enter")
     expect(page.get_by_text("'local/no-such-repo' was not found")).to_be_visible()
+
+
+def test_the_version_named_in_the_environment_is_selected_first(browser, published, tmp_path):
+    from playwright.sync_api import expect
+
+    with _running_app(published, tmp_path, ICA_HUB_VERSION=published.pool.tag) as url:
+        page = browser.new_page(viewport={"width": 1400, "height": 1600})
+        page.set_default_timeout(UPDATE_TIMEOUT_MS)
+        page.goto(url)
+        expect(page.get_by_label("Scored version")).to_have_value(re.compile(published.pool.tag))
+        expect(_first_cells(page, ROWS)).to_have_text(
+            ["p-3", "p-0", "p-6", "p-7", "p-1", "p-4", "p-2", "p-5"])
+        page.close()
