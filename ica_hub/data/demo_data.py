@@ -40,15 +40,15 @@ NOISE_KINDS = ("swapped", "truncated", "corrupted")
 
 # Domain labels, for evaluation only, so they must be right rather than complete. A row is
 # "coding" when its question names a programming language or tool and its answer holds a fenced
-# code block or names one too; "other" when neither its question nor its answer has any technical word or code;
-# every other row is left out of both groups. Generic words ("code", "function", "class") make a
+# code block or names one too; "other" when neither its question nor its answer has any
+# technical word or code; every other row is left out of both groups. Generic words ("code", "function", "class") make a
 # row technical but never coding on their own: "QR code", "f(x) = sin x" and "third class levers"
 # are not programming questions, and such rows would put label noise into every AUROC.
 _LANGUAGE = re.compile(
     r"\b(python|javascript|typescript|java|c\+\+|c#|sql|mysql|postgres(?:ql)?|html|css|react|"
     r"node\.?js|django|flask|bash|powershell|regex|golang|rust|php|kotlin|swift|pandas|numpy|"
     r"docker|kubernetes|git|vb\.net|laravel|flutter|jquery|vue|angular|nginx|vba|matlab|scala|"
-    r"ruby|perl|dart|terraform|typescript|json|yaml|spring boot|unity|c sharp)\b",
+    r"ruby|perl|dart|terraform|json|yaml|spring boot|unity|c sharp)\b",
     re.IGNORECASE,
 )
 _TECHNICAL = re.compile(
