@@ -169,7 +169,10 @@ def load_config(cls: type, path: str | Path, overrides: list[str] | None,
 
     Every problem (unknown keys, wrong types, what ``check`` finds) is raised in one RecipeError.
     """
-    data = yaml.safe_load(Path(path).read_text()) or {}
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    except yaml.YAMLError as error:
+        raise RecipeError([f"not valid YAML: {' '.join(str(error).split())}"], str(path)) from None
     if not isinstance(data, dict):
         kind = type(data).__name__
         raise RecipeError([f"the file holds a {kind}, not a mapping of options"], str(path))

@@ -253,16 +253,18 @@ def _push(results: dict[str, Any], recipe: EvalRecipe) -> None:
 
 def summary_lines(results: dict[str, Any]) -> list[str]:
     """A short text report of the results, for the terminal."""
-    lines = [f"{'model':16}{'loss':>10}{'perplexity':>12}{'pref. acc.':>12}"]
+    width = max([16, *(len(name) + 2 for name in (*results["models"],
+                                                  *(results["score_quality"] or {})))])
+    lines = [f"{'model':{width}}{'loss':>10}{'perplexity':>12}{'pref. acc.':>12}"]
     for name, model in results["models"].items():
         loss, accuracy = model["response_loss"], model["preference_accuracy"]
-        lines.append(f"{name:16}" + (f"{loss['loss']:10.4f}{loss['perplexity']:12.2f}"
+        lines.append(f"{name:{width}}" + (f"{loss['loss']:10.4f}{loss['perplexity']:12.2f}"
                                      if loss else f"{'-':>10}{'-':>12}")
                      + (f"{accuracy['accuracy']:12.3f}" if accuracy else f"{'-':>12}"))
     if results["score_quality"]:
-        lines.append(f"{'score AUROC':16}{'clean>noisy':>14}{'target>off':>12}")
+        lines.append(f"{'score AUROC':{width}}{'clean>noisy':>14}{'target>off':>12}")
         for name, quality in results["score_quality"].items():
-            lines.append(f"{name:16}{quality['clean_over_noisy']['auroc']:14.3f}"
+            lines.append(f"{name:{width}}{quality['clean_over_noisy']['auroc']:14.3f}"
                          f"{quality['target_over_off_domain']['auroc']:12.3f}")
     judge = results["judge"]
     if judge:

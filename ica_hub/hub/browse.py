@@ -91,12 +91,16 @@ def _api(endpoint: str | None, token: str | None):
 def _check_repo(api, repo_id: str) -> None:
     """Fail with the fix when ``repo_id`` is empty, missing, unreadable or the Hub is down."""
     import httpx2  # the HTTP client of huggingface_hub: its transport errors mean "unreachable"
-    from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
+    from huggingface_hub.errors import (HfHubHTTPError, HFValidationError,
+                                        RepositoryNotFoundError)
 
     if not repo_id or not repo_id.strip():
         raise BrowseError("No dataset repo given: enter its id, e.g. 'local/ica-demo'.")
     try:
         api.repo_info(repo_id, repo_type="dataset")
+    except HFValidationError as error:
+        raise BrowseError(f"{repo_id!r} is not a repo id ({error}): enter namespace/name, "
+                          "e.g. 'local/ica-demo'.") from error
     except RepositoryNotFoundError as error:
         raise BrowseError(_not_found(api, repo_id)) from error
     except HfHubHTTPError as error:

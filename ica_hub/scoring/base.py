@@ -135,6 +135,10 @@ class PreparedRows:
 
 def prepare_rows(batch: dict[str, list]) -> PreparedRows:
     fmt = detect_format(list(batch))
+    not_lists = [name for name, values in batch.items() if not isinstance(values, list)]
+    if not_lists:  # one row, not a batch: len() of its strings would count characters
+        raise ValueError(f"Scorers take batches (columns of lists), but {not_lists[:3]} hold "
+                         "single values: call dataset.map(scorer, batched=True).")
     num_rows = len(next(iter(batch.values()))) if batch else 0
     parsed, problems = {}, {}
     for i in range(num_rows):

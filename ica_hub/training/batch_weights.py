@@ -43,6 +43,28 @@ def ensure_example_ids(dataset):
     return dataset.add_column(EXAMPLE_ID, list(range(len(dataset))))
 
 
+RESPONSE_COLUMNS = ("completion", "chosen", "rejected", "messages")
+
+
+def drop_rows_without_response(dataset):
+    """The rows whose response columns (completion, chosen, rejected, messages) are all present
+    and non-blank. The scorer keeps such rows with a null score and a flag; TRL's tokenizers
+    would fail on them, so they leave here, counted in a warning."""
+    columns = [name for name in RESPONSE_COLUMNS if name in dataset.column_names]
+
+    def has_response(row) -> bool:
+        return all(row[name] is not None and (not isinstance(row[name], str)
+                                              or row[name].strip()) and row[name] != []
+                   for name in columns)
+
+    kept = dataset.filter(has_response, desc="Dropping rows without a response")
+    if len(kept) < len(dataset):
+        logger.warning("Dropped %d of %d rows whose %s is null or empty (the scorer flags them "
+                       "in ica_flag); training on the other %d", len(dataset) - len(kept),
+                       len(dataset), "/".join(columns), len(kept))
+    return kept
+
+
 def check_weight_column(dataset, weights: WeightsConfig) -> None:
     """Raise if the weight/score column is absent or holds values the trainer cannot use."""
     column = weights.column

@@ -48,6 +48,7 @@ from ica_hub.training.batch_weights import (
     KeepColumnsCollator,
     as_float_array,
     check_weight_column,
+    drop_rows_without_response,
     effective_batch_weights,
     ensure_example_ids,
 )
@@ -83,7 +84,7 @@ class _WeightedLossMixin:
 
     def _before_init(self, train_dataset, weights: WeightsConfig | None):
         self.weights_config = weights or WeightsConfig()
-        train_dataset = ensure_example_ids(train_dataset)
+        train_dataset = drop_rows_without_response(ensure_example_ids(train_dataset))
         check_weight_column(train_dataset, self.weights_config)
         return train_dataset
 

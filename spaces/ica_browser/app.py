@@ -47,6 +47,9 @@ def build_app(default_repo: str, token: str | None, default_tag: str | None = No
         choices = [(browse.version_label(v), v["tag"]) for v in versions]
         tags = [tag for _, tag in choices]
         selected = default_tag if default_tag in tags else tags[0]
+        if default_tag and default_tag not in tags:
+            gr.Warning(f"{repo_id} has no version {default_tag!r} (ICA_HUB_VERSION): showing "
+                       "the newest one.")
         return gr.Dropdown(choices=choices, value=selected), browse.versions_table(versions)
 
     @shown_in_page

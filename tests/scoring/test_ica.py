@@ -215,6 +215,13 @@ def test_unknown_dataset_format_fails_at_once_naming_columns(holdout_rows, tiny_
         bad.map(_scorer(holdout_rows, tiny_model, tokenizer), batched=True)
 
 
+def test_map_without_batched_fails_instead_of_scoring_characters(holdout_rows, pool_rows,
+                                                                 tiny_model, tokenizer):
+    pool = Dataset.from_list(pool_rows)
+    with pytest.raises(ValueError, match="batched=True"):
+        pool.map(_scorer(holdout_rows, tiny_model, tokenizer))
+
+
 def test_holdout_problems_are_reported_before_any_model_loads(holdout_rows):
     # A model reference that does not exist proves no model is loaded before the check.
     with pytest.raises(ValueError, match="k=5"):

@@ -119,6 +119,8 @@ def test_errors_name_the_repo_or_tag_and_the_fix(published):
         browse.list_versions("local/browse-empty")
     with pytest.raises(browse.BrowseError, match=f"did you mean '{published.pool.tag}'"):
         browse.load_version(published.repo_id, published.pool.tag + "x")
+    with pytest.raises(browse.BrowseError, match="'not a repo' is not a repo id.*namespace/name"):
+        browse.list_versions("not a repo")
     with pytest.raises(browse.BrowseError, match="No dataset repo given"):
         browse.list_versions(" ")
 

@@ -101,3 +101,10 @@ def test_bad_override_syntax_is_named(tmp_path):
     path = _write(tmp_path, "method: sft\ndata:\n  train: x.jsonl\n")
     with pytest.raises(RecipeError, match="not of the form key=value"):
         load_recipe(path, ["training.max_steps"])
+
+
+def test_a_recipe_that_is_not_yaml_is_named_without_a_traceback(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("model: [\n")
+    with pytest.raises(RecipeError, match="(?s)broken.yaml.*not valid YAML"):
+        load_recipe(path)

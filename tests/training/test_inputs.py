@@ -172,6 +172,20 @@ def test_rows_emptied_by_truncation_are_dropped_and_counted(method, tokenizer, t
     assert all(torch.isfinite(g).all() for g in grads.values())
 
 
+def test_rows_the_scorer_kept_without_a_response_are_dropped_and_counted(tokenizer, tmp_path,
+                                                                         caplog):
+    rows = load_rows(SFT_DATA, 8).to_list()
+    rows[2]["completion"], rows[5]["completion"] = None, "   "  # null and blank answers
+    args = trl_args("sft", tmp_path, per_device_train_batch_size=2)
+    with caplog.at_level(logging.WARNING, logger="ica_hub"):
+        trainer = build_trainer("sft", tiny_model(tokenizer), tokenizer, Dataset.from_list(rows),
+                                args)
+        loss, _ = first_step(trainer)
+    assert "Dropped 2 of 8 rows whose completion is null or empty" in caplog.text
+    assert sorted(trainer.train_dataset[EXAMPLE_ID]) == [0, 1, 3, 4, 6, 7]
+    assert math.isfinite(loss)
+
+
 def test_a_missing_training_folder_is_named_before_any_model_loads(capsys, monkeypatch):
     from ica_hub.cli import main
     from ica_hub.training import run

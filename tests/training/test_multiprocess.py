@@ -43,7 +43,7 @@ def test_accelerate_launch_runs_the_recipe_from_this_tree(tmp_path, tiny_model_d
     done = _launch([
         "-m", "ica_hub.train", str(ROOT / "recipes" / "sft.yaml"),
         f"model.name_or_path={tiny_model_dir}", f"data.train={ROOT / 'tests/data/sft_qa.jsonl'}",
-        "training.max_steps=1", "training.per_device_train_batch_size=2",
+        "weights.score_column=ica_score", "training.max_steps=1", "training.per_device_train_batch_size=2",
         f"training.output_dir={tmp_path / 'out'}",
         "rescore.num_rescores=1", "rescore.scorer=tests.training.scorers:make_rescorer",
     ])  # fmt: skip
