@@ -105,7 +105,22 @@ def validate(recipe: DemoRecipe) -> list[str]:
     problems += _at_least("training.max_length", t.max_length, 64)
     problems += _at_least("training.per_device_train_batch_size",
                           t.per_device_train_batch_size, 1)
-    return problems
+    return problems + _override_problems(t.overrides)
+
+
+def _override_problems(overrides: list[str]) -> list[str]:
+    """Unknown keys or bad values in ``training.overrides``, found now rather than at the
+    first training step (the run's own data and output are filled in then)."""
+    from ica_hub.config import RecipeError, TrainRecipe
+
+    if not overrides:
+        return []
+    try:
+        config_from_dict(TrainRecipe, {"method": "sft", "data": {"train": "demo"}},
+                         list(overrides), lambda _: [], source="training.overrides")
+    except RecipeError as error:
+        return [f"training.overrides: {problem}" for problem in error.problems]
+    return []
 
 
 # -- the steps ---------------------------------------------------------------------------

@@ -46,6 +46,13 @@ def test_bad_demo_options_are_listed_at_once_without_a_traceback(capsys):
     assert "Traceback" not in message
 
 
+def test_a_typo_in_the_training_overrides_fails_before_anything_is_built(tmp_path, capsys):
+    code = main(["demo", f"output_dir={tmp_path}", "training.overrides=[training.max_stepz=1]"])
+    assert code == 2
+    assert "did you mean 'training.max_steps'" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+
+
 def test_holdout_smaller_than_k_fails_before_anything_is_built(tmp_path, capsys):
     code = main(["demo", f"output_dir={tmp_path}", "data.num_holdout=2", "scorer.k=3"])
     assert code == 2
