@@ -158,6 +158,9 @@ class HoldoutFitScorer:
     def _calibrate(self, rank) -> None:
         """Holdout means and spreads of each signal, from the holdout scored leave-one-out."""
         holdout = self.ica.holdout
+        logger.info("ica-fit: scoring the %d holdout rows once, each with %d others as "
+                    "demonstrations, to put its signals in holdout units", len(holdout),
+                    self._options["k"])
         questions = [row.question for row in holdout]
         answers = [row.responses[0] for row in holdout]
         self._holdout_pairs = self._embed([f"{x}\n{y}" for x, y in zip(questions, answers)])
