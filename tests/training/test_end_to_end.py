@@ -19,6 +19,7 @@ def _train(method, tiny_model_dir, output_dir, *extra):
     overrides = [
         f"model.name_or_path={tiny_model_dir}",
         f"data.train={ROOT / DATA[method]}",
+        "weights.score_column=ica_score",  # the test rows carry the published score only
         "data.max_rows=8",
         "training.max_steps=2",
         "training.per_device_train_batch_size=2",
