@@ -316,26 +316,10 @@ def _as_ica_score(dataset: Dataset, column: str) -> Dataset:
 def score_histogram(dataset: Dataset, column: str):
     """A matplotlib ``Figure``: the histogram of score column ``column`` (null and NaN left
     out; the bins follow the card's rule, sqrt of the count within 5..50)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib.figure import Figure
-    from matplotlib.ticker import MaxNLocator
-
     _check_choice("column", column, score_columns(dataset), "score column")
-    values = [float(v) for v in dataset[column] if v is not None and not math.isnan(v)]
-    figure = Figure(figsize=(6, 3.2), dpi=100)
-    axes = figure.subplots()
-    if values:
-        axes.hist(values, bins=min(50, max(5, int(math.sqrt(len(values))))), color="#4c72b0")
-    else:
-        axes.text(0.5, 0.5, f"no {column} values", ha="center", va="center")
-    axes.yaxis.set_major_locator(MaxNLocator(integer=True))  # counts of examples
-    axes.set_xlabel(f"{column} (per example)")
-    axes.set_ylabel("examples")
-    axes.set_title(f"{column}: {len(values)} of {dataset.num_rows} rows scored", fontsize=9)
-    figure.tight_layout()
-    return figure
+    num_scored = sum(v is not None and not math.isnan(v) for v in dataset[column])
+    return card_lib.histogram_figure(
+        dataset, column, f"{column}: {num_scored} of {dataset.num_rows} rows scored")
 
 
 # ---- evaluation results

@@ -49,26 +49,35 @@ def _quantile(sorted_values: list[float], q: float) -> float:
     return sorted_values[low] + (sorted_values[high] - sorted_values[low]) * (position - low)
 
 
-def histogram_png(dataset: Dataset, title: str) -> bytes:
-    """PNG bytes of the ``ica_score`` histogram (an empty plot with a note if nothing is scored)."""
+def histogram_figure(dataset: Dataset, column: str, title: str):
+    """A matplotlib ``Figure``: the histogram of score column ``column``, null and NaN left out
+    (an empty plot with a note if nothing is scored); sqrt(count) bins, within 5..50."""
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     scores = []
-    if ICA_SCORE in dataset.column_names:
-        scores = [float(s) for s in dataset[ICA_SCORE] if s is not None and not math.isnan(s)]
+    if column in dataset.column_names:
+        scores = [float(s) for s in dataset[column] if s is not None and not math.isnan(s)]
     figure = Figure(figsize=(6, 3.5), dpi=100)
     axes = figure.subplots()
     if scores:
         axes.hist(scores, bins=min(50, max(5, int(math.sqrt(len(scores))))), color="#4c72b0")
     else:
-        axes.text(0.5, 0.5, "no ica_score values", ha="center", va="center")
-    axes.set_xlabel("ica_score (per example)")
+        axes.text(0.5, 0.5, f"no {column} values", ha="center", va="center")
+    axes.yaxis.set_major_locator(MaxNLocator(integer=True))  # counts of examples
+    axes.set_xlabel(f"{column} (per example)")
     axes.set_ylabel("examples")
     axes.set_title(title, fontsize=9)
     figure.tight_layout()
+    return figure
+
+
+def histogram_png(dataset: Dataset, title: str) -> bytes:
+    """PNG bytes of the ``ica_score`` histogram, for the dataset card."""
+    figure = histogram_figure(dataset, ICA_SCORE, title)
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")
     return buffer.getvalue()
