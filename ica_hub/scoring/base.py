@@ -135,7 +135,8 @@ class PreparedRows:
 
 def prepare_rows(batch: dict[str, list]) -> PreparedRows:
     fmt = detect_format(list(batch))
-    not_lists = [name for name, values in batch.items() if not isinstance(values, list)]
+    not_lists = [name for name, values in batch.items()
+                 if isinstance(values, (str, bytes, dict)) or not hasattr(values, "__len__")]
     if not_lists:  # one row, not a batch: len() of its strings would count characters
         raise ValueError(f"Scorers take batches (columns of lists), but {not_lists[:3]} hold "
                          "single values: call dataset.map(scorer, batched=True).")
