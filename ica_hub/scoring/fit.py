@@ -170,10 +170,8 @@ class HoldoutFitScorer:
         signals = {"incontext_loglik": _per_token(scored), "holdout_similarity": similarity,
                    "qa_agreement": agreement, "end_of_turn": _values(scored["ica_logp_end"])}
         self._stats = {}
-        self.holdout_signals = {}  # raw, per holdout row: for inspection and benchmarks
         for name, values in signals.items():
             values = np.asarray(values, dtype=float)
-            self.holdout_signals[name] = values
             values = values[np.isfinite(values)]
             if len(values) < 2:
                 raise ValueError(f"ica-fit: fewer than 2 holdout rows could be scored for "

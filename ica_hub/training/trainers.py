@@ -23,8 +23,9 @@ Per-example losses:
 
 Limits: packing and padding-free batches are refused (an example's weight could no longer be
 told apart); an effective batch whose weights are all zero skips its optimizer step (a warning,
-and the count ``skipped_effective_batches`` in the logs); rows whose response truncation would
-empty are dropped before training with a count in the log.
+and the count ``skipped_effective_batches`` in the logs); rows whose response is null or blank
+(the scorer keeps them, flagged) and rows whose response truncation would empty are dropped
+before training with a count in the log.
 """
 
 from __future__ import annotations
