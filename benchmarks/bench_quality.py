@@ -47,7 +47,7 @@ SCORES = {
     "ica contrastive": "contrastive_score",
     "ica contrastive per token": "contrastive_score_per_token",
     "in-context loglik per token": "fit_incontext_loglik",
-    "holdout similarity": "fit_holdout_similarity",
+    "holdout similarity (response state)": "fit_holdout_similarity",
     "question-answer agreement": "fit_qa_agreement",
     "end of turn log-prob": "fit_end_of_turn",
     "loglik per token (no holdout)": "loglik_per_token",

@@ -36,34 +36,40 @@ import torch
 from ica_hub.data.demo_data import DemoDataConfig, build_demo_data
 from ica_hub.models import embedded_model_dir, load_model_and_tokenizer
 from ica_hub.scoring import ICAScorer, LikelihoodScorer
-from ica_hub.scoring.engine import LogProbEngine
+from ica_hub.scoring.engine import EngineOutput, LogProbEngine
 
 
 class NaiveEngine(LogProbEngine):
     """One row at a time, whole sequence, full logits: the authors' way.
 
-    Overrides the engine's one entry point (``response_and_ending_logps``, which
-    ``response_logps`` calls too), so that every scorer runs through it.
+    Overrides the engine's one entry point (``run``, which ``response_logps`` and
+    ``response_and_ending_logps`` call too), so that every scorer runs through it.
     """
 
     @torch.inference_mode()
-    def response_and_ending_logps(self, items):
+    def run(self, items):
         sums = np.zeros(len(items))
         counts = np.array([len(item.response) for item in items])
         endings = np.full(len(items), np.nan)
+        states = np.full((len(items), self.model.config.hidden_size), np.nan, np.float32)
         for index, item in enumerate(items):
             head = sum(item.prefix, ()) + item.suffix
             ids = head + item.response + item.ending
             input_ids = torch.tensor([ids], device=self.device)
-            logps = torch.log_softmax(self.model(input_ids=input_ids).logits.float(), -1)[0]
+            output = self.model(input_ids=input_ids, output_hidden_states=item.keep_state)
+            logps = torch.log_softmax(output.logits.float(), -1)[0]
             # position p predicts token p + 1
-            token_logps = logps[torch.arange(len(head) - 1, len(ids) - 1, device=self.device),
-                                torch.tensor(ids[len(head):], device=self.device)].double()
+            positions = torch.arange(len(head) - 1, len(ids) - 1, device=self.device)
+            token_logps = logps[positions, torch.tensor(ids[len(head):], device=self.device)]
+            token_logps = token_logps.double()
             sums[index] = token_logps[: len(item.response)].sum().item()
             if item.ending:
                 endings[index] = token_logps[len(item.response):].sum().item()
+            if item.keep_state:
+                hidden = output.hidden_states[-1][0, positions[: len(item.response)]]
+                states[index] = hidden.float().mean(0).cpu().numpy()
             self.forward_tokens += len(ids)
-        return sums, counts, endings
+        return EngineOutput(sums, counts, endings, states)
 
 
 def sharegpt_rows(count: int, max_answer_chars: int):

@@ -206,8 +206,10 @@ def truncate_question(renderer: ChatRenderer, prompt, excess: int):
     return tuple(prompt[:-1]) + ({"role": "user", "content": cut},)
 
 
-def base_item(renderer: ChatRenderer, prompt, response: tuple[int, ...]) -> ScoringItem:
-    return ScoringItem((), renderer.encode(renderer.prompt_text(prompt)), response)
+def base_item(renderer: ChatRenderer, prompt, response: tuple[int, ...],
+              keep_state: bool = False) -> ScoringItem:
+    return ScoringItem((), renderer.encode(renderer.prompt_text(prompt)), response,
+                       keep_state=keep_state)
 
 
 def content_hash(rows: list[ParsedRow]) -> str:

@@ -3,7 +3,9 @@
 A :class:`ScoringItem` is ``prefix segments + suffix + response (+ ending)`` as token ids. The
 engine returns, per item, the sum of the response tokens' log-probabilities and their count, and,
 for items that carry an ``ending`` (the tokens a chat template puts after a finished response),
-the ending's log-probability: how likely the model finds it that the response is complete.
+the ending's log-probability: how likely the model finds it that the response is complete. Items
+marked ``keep_state`` also get the mean of the model's final hidden states over the positions
+that predict their response: the model's own summary of the response, read off the same pass.
 
 Speed comes from two things:
 
@@ -47,6 +49,7 @@ class ScoringItem:
     suffix: tuple[int, ...]  # the rest of the prompt; never empty
     response: tuple[int, ...]
     ending: tuple[int, ...] = ()  # scored apart from the response; empty: not scored
+    keep_state: bool = False  # also return the mean final hidden state over the response
 
     @property
     def num_tokens(self) -> int:
@@ -65,6 +68,19 @@ class _Node:
         for child in self.children.values():
             out += child.subtree_items()
         return out
+
+
+@dataclass
+class EngineOutput:
+    """Per item, in item order: ``sums`` of response log-probs (float64), ``counts`` of response
+    tokens, ``endings`` (the ending's log-prob; NaN without one) and ``states`` (``(items,
+    hidden)`` float32: the mean final hidden state over the positions that predict the
+    response; NaN rows for items without ``keep_state``)."""
+
+    sums: np.ndarray
+    counts: np.ndarray
+    endings: np.ndarray
+    states: np.ndarray
 
 
 class LogProbEngine:
@@ -99,25 +115,37 @@ class LogProbEngine:
 
     def response_logps(self, items: Sequence[ScoringItem]) -> tuple[np.ndarray, np.ndarray]:
         """``(sum_logps, num_tokens)`` per item, in item order (float64, int64)."""
-        sums, counts, _ = self.response_and_ending_logps(items)
-        return sums, counts
+        out = self.run(items)
+        return out.sums, out.counts
 
-    @torch.inference_mode()
     def response_and_ending_logps(
         self, items: Sequence[ScoringItem]
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(sum_logps, num_tokens, ending_logps)`` per item, in item order; the ending's
         log-probability is NaN for items without an ``ending``."""
+        out = self.run(items)
+        return out.sums, out.counts, out.endings
+
+    @torch.inference_mode()
+    def run(self, items: Sequence[ScoringItem]) -> EngineOutput:
+        """Everything the engine computes for ``items``: see :class:`EngineOutput`."""
         # sums[:, 0]: response tokens; sums[:, 1]: ending tokens
         sums = np.zeros((len(items), 2), dtype=np.float64)
         counts = np.array([len(item.response) for item in items], dtype=np.int64)
         endings = np.array([np.nan if not item.ending else 0.0 for item in items])
-        if not items:
-            return sums[:, 0].copy(), counts, endings
-        segments = [[segment for segment in item.prefix if segment] for item in items]
-        if not self.reuse_prefix:
-            self._run_group(items, segments, [(i, 0) for i in range(len(items))], None, sums)
-            return sums[:, 0].copy(), counts, endings + sums[:, 1]
+        hidden_size = self.output_layer.weight.shape[1]
+        states = np.full((len(items), hidden_size), np.nan, dtype=np.float32)
+        out = (sums, states)
+        if items:
+            segments = [[segment for segment in item.prefix if segment] for item in items]
+            if self.reuse_prefix:
+                self._visit(self._trie(segments), 0, None, items, segments, out)
+            else:
+                self._run_group(items, segments, [(i, 0) for i in range(len(items))], None, out)
+        return EngineOutput(sums[:, 0].copy(), counts, endings + sums[:, 1], states)
+
+    @staticmethod
+    def _trie(segments: list[list[tuple[int, ...]]]) -> _Node:
 
         root = _Node()
         for index, item_segments in enumerate(segments):
@@ -127,22 +155,21 @@ class LogProbEngine:
                 node = node.children.setdefault(segment, _Node())
                 node.count += 1
             node.items.append(index)
-        self._visit(root, 0, None, items, segments, sums)
-        return sums[:, 0].copy(), counts, endings + sums[:, 1]
+        return root
 
-    def _visit(self, node: _Node, depth: int, cache, items, segments, sums) -> None:
+    def _visit(self, node: _Node, depth: int, cache, items, segments, out) -> None:
         # Depth first: one cache per level of the current path is alive at any time.
         # group: (item, depth) pairs; the item runs its segments from `depth` on, then suffix.
         group = [(index, depth) for index in node.items]
         for segment, child in node.children.items():
             if child.count >= self.min_shared_items:
                 child_cache = self._extend(cache, segment)
-                self._visit(child, depth + 1, child_cache, items, segments, sums)
+                self._visit(child, depth + 1, child_cache, items, segments, out)
                 del child_cache
             else:
                 group += [(index, depth) for index in child.subtree_items()]
         if group:
-            self._run_group(items, segments, group, cache, sums)
+            self._run_group(items, segments, group, cache, out)
 
     def _fork(self, cache, batch_size: int = 1):
         """A cache holding ``cache``'s keys and values, ``batch_size`` times, for a forward
@@ -176,7 +203,7 @@ class LogProbEngine:
         self.forward_tokens += len(segment)
         return extended
 
-    def _run_group(self, items, segments, group, cache, sums: np.ndarray) -> None:
+    def _run_group(self, items, segments, group, cache, out) -> None:
         """Score items on top of one cached prefix, in length-sorted token-budget batches."""
         prefix_len = cache.get_seq_length() if cache is not None else 0
         heads = {index: sum(segments[index][depth:], ()) + items[index].suffix
@@ -188,13 +215,14 @@ class LogProbEngine:
             length = len(heads[index]) + len(tails[index])
             # Sorted ascending, so the newest item is the longest: padded size = count x length.
             if batch and (len(batch) + 1) * (length + prefix_len) > self.max_tokens_per_batch:
-                self._run_batch(items, heads, batch, cache, sums)
+                self._run_batch(items, heads, batch, cache, out)
                 batch = []
             batch.append(index)
         if batch:
-            self._run_batch(items, heads, batch, cache, sums)
+            self._run_batch(items, heads, batch, cache, out)
 
-    def _run_batch(self, items, heads, batch: list[int], cache, sums: np.ndarray) -> None:
+    def _run_batch(self, items, heads, batch: list[int], cache, out) -> None:
+        sums, states = out  # filled in place
         sequences = [heads[i] + items[i].response + items[i].ending for i in batch]
         width = max(map(len, sequences))
         input_ids = torch.zeros((len(batch), width), dtype=torch.long)  # pads: any id, unseen
@@ -220,6 +248,11 @@ class LogProbEngine:
             owners += [index] * len(scored)
             parts += [0] * len(items[index].response) + [1] * len(items[index].ending)
         selected = hidden[torch.tensor(rows), torch.tensor(positions)]  # (tokens, hidden)
+        for row, index in enumerate(batch):
+            if items[index].keep_state:
+                start = len(heads[index]) - 1
+                response = hidden[row, start : start + len(items[index].response)]
+                states[index] = response.float().mean(0).cpu().numpy()
         token_logps = self._token_logps(selected, torch.tensor(targets, device=self.device))
         np.add.at(sums, (np.array(owners), np.array(parts)), token_logps.double().cpu().numpy())
 

@@ -1,23 +1,26 @@
-"""The holdout-fit scorer (``ica-fit/v2``): the toolkit's default score for SFT rows.
+"""The holdout-fit scorer (``ica-fit/v3``): the toolkit's default score for SFT rows.
 
 Why not the published ICA score alone: on the embedded 135M model, ``log p(y|C,x) - log p(y|x)``
 measures mostly a generic effect of *any* demonstrations, not the holdout's. Demonstrations drawn
 from the training pool instead of the holdout raise a swapped answer's likelihood just as much,
 so the published score ranks answers to other questions highest (benchmarks/RESULTS.md, "Method
-quality"). What the ICA machinery does measure well is how likely a response is once the holdout
-is in the context, and how close a row is to the holdout rows it retrieves. ``ica-fit`` combines
-four such signals, each in units of the holdout's own spread, ``z_j = (signal_j - holdout mean_j)
-/ holdout std_j``. One says whether the row is on target:
+quality"). What the ICA passes do measure well is how likely a response is once the holdout is
+in the context, and, read off the plain pass, how the model itself represents the response.
+``ica-fit`` combines four such signals, each in units of the holdout's own spread,
+``z_j = (signal_j - holdout mean_j) / holdout std_j``. One says whether the row is on target:
 
-- ``fit_holdout_similarity``: mean cosine similarity of the row's question-and-answer embedding
-  to its k nearest holdout rows (the retrieval that picks the demonstrations).
+- ``fit_holdout_similarity``: mean cosine similarity of the row's *response state* to those of
+  its k most similar holdout rows. The response state is the scoring model's mean final hidden
+  state over the positions that predict the response, in the plain pass ``p(y | x)`` that the
+  ICA score already runs: the model's own summary of what it is reading (code or prose, which
+  language, what kind of answer), at no extra forward pass.
 
 Three say whether the row is clean, each catching a different kind of noise:
 
 - ``fit_incontext_loglik``: ``log p(y | C, x) / |y|``, the ICA in-context pass per response token
   (garbled or corrupted text is unlikely even with the holdout in view);
-- ``fit_qa_agreement``: cosine similarity of the question's and the answer's embeddings (an
-  answer to another question agrees poorly with its question);
+- ``fit_qa_agreement``: cosine similarity of the question's and the answer's sentence embeddings
+  (an answer to another question agrees poorly with its question);
 - ``fit_end_of_turn``: ``log p(end of turn | C, x, y)``, read off the same in-context pass (a
   response cut off mid-sentence is one the model does not expect to end there).
 
@@ -26,15 +29,19 @@ Three say whether the row is clean, each catching a different kind of noise:
 The cleanliness checks are one-sided: a row as clean as the typical holdout row loses nothing,
 and being cleaner than the holdout earns nothing, so on clean rows the ranking is the domain
 term's; a row that fails any check is pushed down by how far it falls short. ``domain_weight``
-(default 2) trades "on target" against "clean": 0 ranks by cleanliness alone. Both the form and
-the default were chosen on the method-quality benchmark (benchmarks/RESULTS.md), where each
-signal alone and the ``v1`` form (an unweighted mean of three z-scores, without the end of turn)
-are reported beside it.
+(default 2) trades "on target" against "clean": 0 ranks by cleanliness alone, which is what to
+use when off-target rows are welcome and only noise should go down (with the default, a clean
+off-target row ranks below a slightly noisy on-target one). The form and the default were chosen
+on the method-quality benchmark (benchmarks/RESULTS.md), where each signal alone and the earlier
+forms are reported beside it: ``v1``, an unweighted mean of three z-scores without the end of
+turn; ``v2``, this form with the similarity of sentence embeddings (all-MiniLM-L6-v2) of
+question and answer, which reads topic more than kind and reached a domain AUROC of 0.89 where
+the response state reaches 0.97.
 
 The holdout statistics come from scoring the holdout rows themselves, each with the others as
-demonstrations (a row never sees itself), once, on the first call. 0 means "as typical as the
-average holdout row"; negative, less. Every ``ica_*`` column of :class:`ICAScorer` is kept, so the
-published score stays available beside it.
+demonstrations (a row never sees itself, nor counts as its own neighbour), once, on the first
+call. 0 means "as typical as the average holdout row"; negative, less. Every ``ica_*`` column of
+:class:`ICAScorer` is kept, so the published score stays available beside it.
 
 SFT rows only: score preference pairs with :class:`ICAScorer` (the margin change).
 """
@@ -70,7 +77,7 @@ def domain_weight_problem(value: Any) -> str | None:
 
 
 class HoldoutFitScorer:
-    """``ica-fit/v1`` scores for ``dataset.map(scorer, batched=True)``; see the module docstring.
+    """``ica-fit/v3`` scores for ``dataset.map(scorer, batched=True)``; see the module docstring.
 
     Takes every option of :class:`ICAScorer` (``k``, ``layout``, ``max_length``, ...), which it
     runs for the in-context pass. Columns: those of ``ICAScorer`` (prefix ``ica``), plus
@@ -79,7 +86,7 @@ class HoldoutFitScorer:
     """
 
     scorer_name = "ica-fit"
-    scorer_version = "v2"
+    scorer_version = "v3"
     score_column = "fit_score"
 
     def __init__(self, holdout, model: Any = EMBEDDED_MODEL, tokenizer: Any = None, *,
@@ -107,7 +114,7 @@ class HoldoutFitScorer:
             raise ValueError("ica-fit reads the end-of-turn log-prob, but this tokenizer has no "
                              "chat template ending and no EOS token; use ICAScorer instead")
         self._embedder = None
-        self._holdout_pairs: np.ndarray | None = None  # question+answer embeddings
+        self._holdout_states: np.ndarray | None = None  # (holdout rows, hidden), plain pass
         self._stats: dict[str, tuple[float, float]] | None = None
 
     @property
@@ -143,17 +150,22 @@ class HoldoutFitScorer:
         return self._embedder.encode(texts, batch_size=64, normalize_embeddings=True,
                                      convert_to_numpy=True, show_progress_bar=False)
 
-    def _text_signals(self, questions: list[str], answers: list[str],
-                      exclude_self: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        q = self._embed(questions)
-        a = self._embed(answers)
-        pairs = self._embed([f"{x}\n{y}" for x, y in zip(questions, answers)])
-        similarity = pairs @ self._holdout_pairs.T
-        if exclude_self:  # holdout rows during calibration
+    def _agreement(self, questions: list[str], answers: list[str]) -> np.ndarray:
+        """Cosine similarity of each question's embedding to its answer's."""
+        return (self._embed(questions) * self._embed(answers)).sum(axis=1)
+
+    def _similarity(self, states: np.ndarray, exclude_self: bool = False) -> np.ndarray:
+        """Mean cosine similarity of each row's response state to its k most similar holdout
+        rows' (NaN where the row has no state). ``exclude_self``: ``states`` are the holdout's
+        own, and a row is not its own neighbour."""
+        similarity = _unit(states) @ _unit(self._holdout_states).T
+        if exclude_self:
             np.fill_diagonal(similarity, -np.inf)
-        k = min(self._options["k"], self._holdout_pairs.shape[0] - int(exclude_self))
+        usable = int(np.isfinite(self._holdout_states).all(axis=1).sum())
+        k = min(self._options["k"], usable - int(exclude_self))
+        # Descending; NaN (holdout rows without a state) sorts last, so never among the k.
         nearest = -np.sort(-similarity, axis=1)[:, :k]
-        return nearest.mean(axis=1), (q * a).sum(axis=1)
+        return nearest.mean(axis=1)
 
     def _calibrate(self, rank) -> None:
         """Holdout means and spreads of each signal, from the holdout scored leave-one-out."""
@@ -161,13 +173,16 @@ class HoldoutFitScorer:
         logger.info("ica-fit: scoring the %d holdout rows once, each with %d others as "
                     "demonstrations, to put its signals in holdout units", len(holdout),
                     self._options["k"])
-        questions = [row.question for row in holdout]
-        answers = [row.responses[0] for row in holdout]
-        self._holdout_pairs = self._embed([f"{x}\n{y}" for x, y in zip(questions, answers)])
         batch = {key: [row[key] for row in self._holdout_rows] for key in self._holdout_rows[0]}
-        scored = self.ica(batch, rank)
-        similarity, agreement = self._text_signals(questions, answers, exclude_self=True)
-        signals = {"incontext_loglik": _per_token(scored), "holdout_similarity": similarity,
+        scored, states = self.ica.score_batch(batch, rank, base_states=True)
+        if states is None or np.isfinite(states).all(axis=1).sum() < 2:
+            raise ValueError("ica-fit: fewer than 2 holdout rows could be scored; check the "
+                             "holdout's flags (ica_flag) and max_length")
+        self._holdout_states = states
+        agreement = self._agreement([row.question for row in holdout],
+                                    [row.responses[0] for row in holdout])
+        signals = {"incontext_loglik": _per_token(scored),
+                   "holdout_similarity": self._similarity(states, exclude_self=True),
                    "qa_agreement": agreement, "end_of_turn": _values(scored["ica_logp_end"])}
         self._stats = {}
         for name, values in signals.items():
@@ -194,17 +209,18 @@ class HoldoutFitScorer:
             raise ValueError(_PAIRS_REFUSED)
         if self._stats is None:
             self._calibrate(rank)
-        columns = self.ica(batch, rank)
+        columns, states = self.ica.score_batch(batch, rank, base_states=True)
         rows = base.prepare_rows(batch)
         num_rows = rows.num_rows
         signals = {name: [None] * num_rows for name in SIGNALS}
+        if states is not None:
+            signals["holdout_similarity"] = [None if np.isnan(v) else float(v)
+                                             for v in self._similarity(states)]
         parsed = sorted(rows.parsed)
         if parsed:
-            similarity, agreement = self._text_signals(
-                [rows.parsed[i].question for i in parsed],
-                [rows.parsed[i].responses[0] for i in parsed])
+            agreement = self._agreement([rows.parsed[i].question for i in parsed],
+                                        [rows.parsed[i].responses[0] for i in parsed])
             for n, i in enumerate(parsed):
-                signals["holdout_similarity"][i] = float(similarity[n])
                 signals["qa_agreement"][i] = float(agreement[n])
         signals["incontext_loglik"] = list(_per_token(columns, missing=None))
         signals["end_of_turn"] = list(columns["ica_logp_end"])
@@ -243,6 +259,10 @@ def _per_token(columns: dict[str, list], missing: float | None = np.nan) -> list
     for total, count in zip(columns["ica_logp_context"], columns["ica_num_response_tokens"]):
         out.append(total / count if total is not None and count else missing)
     return out
+
+
+def _unit(vectors: np.ndarray) -> np.ndarray:
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
 
 def _values(column) -> np.ndarray:

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any, Literal
 
 import numpy as np
@@ -242,6 +243,13 @@ class ICAScorer:
     # -- scoring ---------------------------------------------------------------------------
 
     def __call__(self, batch: dict[str, list], rank: int | None = None) -> dict[str, list]:
+        return self.score_batch(batch, rank)[0]
+
+    def score_batch(self, batch: dict[str, list], rank: int | None = None, *,
+                    base_states: bool = False) -> tuple[dict[str, list], np.ndarray | None]:
+        """``(columns, states)``: the score columns of ``batch`` and, with ``base_states``, each
+        row's mean final hidden state over its response in the plain pass (``(rows, hidden)``;
+        NaN rows for rows that were not scored). SFT rows only for the states."""
         rows = base.prepare_rows(batch)
         self._check_format(rows.fmt)
         columns = self._empty_columns(rows.num_rows, rows.fmt)
@@ -260,23 +268,31 @@ class ICAScorer:
                 flags[i] = row.flags + plan["flags"]
 
         items = [item for plan in plans.values() for item in plan["items"]]
+        if base_states:
+            # items per SFT row: base, holdout context, (pool baseline)
+            items = [replace(item, keep_state=True) if n == 0 else item
+                     for plan in plans.values() for n, item in enumerate(plan["items"])]
+        states = None
         if items:
-            sums, counts, endings = self._get_engine(rank).response_and_ending_logps(items)
+            out = self._get_engine(rank).run(items)
+            if base_states:
+                states = np.full((rows.num_rows, out.states.shape[1]), np.nan, np.float32)
             offset = 0
             for i, plan in plans.items():
                 width = len(plan["items"])
-                self._fill_row(columns, i, plan, sums[offset:offset + width],
-                               counts[offset:offset + width], rows.fmt)
+                self._fill_row(columns, i, plan, out.sums[offset:offset + width],
+                               out.counts[offset:offset + width], rows.fmt)
                 if self._has_ending(rows.fmt):
-                    # items per SFT row: base, holdout context, (pool baseline)
                     columns[f"{self.settings['column_prefix']}_logp_end"][i] = float(
-                        endings[offset + 1])
+                        out.endings[offset + 1])
+                if states is not None:
+                    states[i] = out.states[offset]
                 offset += width
 
         prefix = self.settings["column_prefix"]
         columns[f"{prefix}_flag"] = ["; ".join(flags[i]) if flags.get(i) else None
                                      for i in range(rows.num_rows)]
-        return columns
+        return columns, states
 
     def check_columns(self, column_names: list[str]) -> None:
         """Refuse, before the model loads, a dataset whose format is not the holdout's."""

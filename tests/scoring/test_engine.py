@@ -95,12 +95,39 @@ def test_the_benchmarks_naive_engine_runs_every_item_in_full(tokenizer, tiny_mod
     spec.loader.exec_module(bench)
 
     end = _ids(tokenizer, "<|im_end|>")
-    items = [ScoringItem(item.prefix, item.suffix, item.response, end if n % 2 else ())
+    items = [ScoringItem(item.prefix, item.suffix, item.response, end if n % 2 else (),
+                         keep_state=n % 3 == 0)
              for n, item in enumerate(_items(tokenizer))]
     naive = bench.NaiveEngine(tiny_model)
     sums, counts, endings = naive.response_and_ending_logps(items)
     assert naive.forward_tokens == sum(item.num_tokens for item in items)
-    expected = LogProbEngine(tiny_model).response_and_ending_logps(items)
-    np.testing.assert_allclose(sums / counts, expected[0] / expected[1], atol=1e-3)
-    np.testing.assert_allclose(endings, expected[2], atol=1e-3)  # NaN where no ending
+    expected = LogProbEngine(tiny_model).run(items)
+    np.testing.assert_allclose(sums / counts, expected.sums / expected.counts, atol=1e-3)
+    np.testing.assert_allclose(endings, expected.endings, atol=1e-3)  # NaN where no ending
     assert np.isnan(endings[::2]).all() and np.isfinite(endings[1::2]).all()
+    states = naive.run(items).states
+    np.testing.assert_allclose(states, expected.states, atol=1e-4)  # NaN where not kept
+    assert np.isfinite(states[::3]).all() and np.isnan(states[1::3]).all()
+
+
+@pytest.mark.parametrize("reuse_prefix", [True, False])
+def test_kept_states_are_the_mean_final_hidden_state_over_the_response(tokenizer, tiny_model,
+                                                                       reuse_prefix):
+    """``keep_state``: the mean of the last hidden states at the positions that predict the
+    response, as a plain forward pass gives them; batching and prefix reuse change nothing."""
+    items = [ScoringItem(item.prefix, item.suffix, item.response, keep_state=n % 3 != 1)
+             for n, item in enumerate(_items(tokenizer))]
+    out = LogProbEngine(tiny_model, reuse_prefix=reuse_prefix, max_tokens_per_batch=64).run(items)
+    assert out.states.shape == (len(items), tiny_model.config.hidden_size)
+    for item, state in zip(items, out.states):
+        if not item.keep_state:
+            assert np.isnan(state).all()
+            continue
+        ids = torch.tensor([sum(item.prefix, ()) + item.suffix + item.response])
+        with torch.no_grad():
+            hidden = tiny_model(ids, output_hidden_states=True).hidden_states[-1][0]
+        start = ids.shape[1] - len(item.response) - 1
+        expected = hidden[start : start + len(item.response)].mean(0).numpy()
+        np.testing.assert_allclose(state, expected, atol=1e-4)
+    plain, _ = LogProbEngine(tiny_model).response_logps(_items(tokenizer))
+    np.testing.assert_allclose(out.sums, plain, atol=1e-3)  # states change no sum

@@ -1,4 +1,4 @@
-"""The holdout-fit scorer (ica-fit/v2): its columns, its arithmetic, caching and bad input."""
+"""The holdout-fit scorer (ica-fit/v3): its columns, its arithmetic, caching and bad input."""
 
 import math
 
@@ -39,7 +39,9 @@ def test_scores_do_not_depend_on_the_batch(holdout_rows, pool_rows, tiny_model, 
     rows = Dataset.from_list(pool_rows)
     one = rows.map(_fit(holdout_rows, tiny_model, tokenizer), batched=True, batch_size=1)
     all_at_once = rows.map(_fit(holdout_rows, tiny_model, tokenizer), batched=True)
-    assert one["fit_score"] == pytest.approx(all_at_once["fit_score"], rel=1e-5, abs=1e-6)
+    # Float arithmetic differs with the batch's shape (the engine pads to the longest row);
+    # the similarity, read off hidden states and divided by the holdout's spread, shows it most.
+    assert one["fit_score"] == pytest.approx(all_at_once["fit_score"], rel=1e-4, abs=1e-4)
 
 
 def test_a_holdout_row_scores_near_the_holdout_mean_and_an_answer_to_another_question_lower(
@@ -49,8 +51,8 @@ def test_a_holdout_row_scores_near_the_holdout_mean_and_an_answer_to_another_que
                for i, row in enumerate(holdout_rows)]
     scored = Dataset.from_list(swapped).map(scorer, batched=True)
     # Question-answer agreement is an embedding signal: the real embedder, not the tiny model.
-    own = scorer._text_signals([r["prompt"] for r in holdout_rows],
-                               [r["completion"] for r in holdout_rows], exclude_self=True)[1]
+    own = scorer._agreement([r["prompt"] for r in holdout_rows],
+                            [r["completion"] for r in holdout_rows])
     assert np.mean(scored["fit_qa_agreement"]) < np.mean(own)
 
 
