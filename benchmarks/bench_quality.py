@@ -197,11 +197,12 @@ def train_and_evaluate(args, seed: int, folder: Path, scored) -> dict:
     data = build_demo_data(data_config(args, seed))
     test, pairs_test = data["test"], data["pairs_test"]
 
-    def evaluate(name: str, model_path: str, seconds: float | None) -> None:
+    def evaluate(name: str, model_path: str, seconds: float | None,
+                 scores: str | None = None) -> None:
         metrics = evaluate_model(model_path, test=test, pairs_test=pairs_test, max_length=1024)
         results[name] = {"test_loss": metrics["response_loss"]["loss"],
                          "preference_accuracy": metrics["preference_accuracy"]["accuracy"],
-                         "train_seconds": seconds}
+                         "train_seconds": seconds, "scores": scores}
         results_file.write_text(json.dumps(results, indent=2))
         logger.info("seed %d %s: %s", seed, name, results[name])
 
@@ -209,7 +210,9 @@ def train_and_evaluate(args, seed: int, folder: Path, scored) -> dict:
         evaluate("base", MODEL, None)
     for name in args.sft_runs:
         column, top_half = SFT_RUNS[name]
-        if f"sft {name}" in results:
+        # A run trained on an earlier version of the default score is stale: train it again.
+        scores = f"ica-fit/{FIT_VERSION}" if column == "fit_score" else None
+        if results.get(f"sft {name}", {"scores": "not run"}).get("scores") == scores:
             continue
         rows = scored
         if top_half:
@@ -222,7 +225,7 @@ def train_and_evaluate(args, seed: int, folder: Path, scored) -> dict:
         output = run_training(method="sft", train=train, output=runs / "sft" / name.replace(
             " ", "_"), seed=seed, weighted=None if top_half else column, lora=True,
             learning_rate=args.sft_lr, epochs=args.sft_epochs, args=args)
-        evaluate(f"sft {name}", str(output), time.perf_counter() - started)
+        evaluate(f"sft {name}", str(output), time.perf_counter() - started, scores)
 
     pairs_path = folder / "pairs-scored"
     if args.preference_methods and not pairs_path.exists():

@@ -44,9 +44,10 @@ class ScoreDataConfig:
 class ScorerSettings:
     """The scorer's settings; each is documented on ``ICAScorer``."""
 
-    # ica-fit: the default for SFT rows (ica_hub/scoring/fit.py: holdout similarity, plus
-    # shortfalls in in-context likelihood, question-answer agreement and end of turn, in units
-    # of the holdout's spread); ica: the published score alone (also the score of pairs).
+    # ica-fit: the default for SFT rows (ica_hub/scoring/fit.py: the similarity of the model's
+    # response states to the holdout's, plus shortfalls in in-context likelihood,
+    # question-answer agreement and end of turn, in units of the holdout's spread); ica: the
+    # published score alone (also the score of pairs).
     name: str = "ica-fit"
     k: int = 3
     selection: str = "nearest"  # nearest | fixed

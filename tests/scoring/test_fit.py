@@ -35,6 +35,45 @@ def test_fit_score_is_the_domain_term_plus_the_cleanliness_shortfalls(
         assert math.isclose(row["ica_score"], row["ica_logp_context"] - row["ica_logp_base"])
 
 
+def _response_state(model, renderer, row) -> np.ndarray:
+    """The mean last hidden state over the positions that predict the response, plain pass."""
+    import torch
+
+    from ica_hub.scoring import base
+
+    prompt = base.prepare_rows({key: [value] for key, value in row.items()}).parsed[0]
+    prompt_ids = renderer.encode(renderer.prompt_text(prompt.prompt))
+    response = renderer.encode(prompt.responses[0])
+    ids = torch.tensor([prompt_ids + response])
+    with torch.no_grad():
+        hidden = model(ids, output_hidden_states=True).hidden_states[-1][0]
+    start = len(prompt_ids) - 1
+    return hidden[start : start + len(response)].mean(0).numpy()
+
+
+def test_holdout_similarity_is_the_model_response_states_nearest_holdout_cosine(
+        holdout_rows, pool_rows, tiny_model, tokenizer):
+    """The domain signal, recomputed from plain forward passes: each row's response state
+    against the holdout's, mean of the k = 2 highest cosines; a holdout row leaves itself out
+    when the holdout's mean and spread are taken."""
+    scorer = _fit(holdout_rows, tiny_model, tokenizer)
+    scored = Dataset.from_list(pool_rows).map(scorer, batched=True)
+    unit = lambda v: v / np.linalg.norm(v, axis=-1, keepdims=True)  # noqa: E731
+    renderer = scorer.ica.renderer
+    held = unit(np.stack([_response_state(tiny_model, renderer, r) for r in holdout_rows]))
+    rows = unit(np.stack([_response_state(tiny_model, renderer, {k: r[k] for k in
+                                                                 ("prompt", "completion")})
+                          for r in pool_rows]))
+    expected = np.sort(rows @ held.T, axis=1)[:, -2:].mean(axis=1)
+    np.testing.assert_allclose(scored["fit_holdout_similarity"], expected, atol=1e-4)
+    own = held @ held.T
+    np.fill_diagonal(own, -np.inf)
+    own = np.sort(own, axis=1)[:, -2:].mean(axis=1)
+    mean, std = scorer._stats[DOMAIN_SIGNAL]
+    assert mean == pytest.approx(own.mean(), abs=1e-4)
+    assert std == pytest.approx(own.std(), abs=1e-4)
+
+
 def test_scores_do_not_depend_on_the_batch(holdout_rows, pool_rows, tiny_model, tokenizer):
     rows = Dataset.from_list(pool_rows)
     one = rows.map(_fit(holdout_rows, tiny_model, tokenizer), batched=True, batch_size=1)
