@@ -184,6 +184,17 @@ def score_quality(scored) -> dict:
     return out
 
 
+def _scores_of(name: str) -> str | None:
+    """The score version an SFT run named ``sft <run>`` was weighted by (None: no score)."""
+    column = SFT_RUNS.get(name.removeprefix("sft "), (None, False))[0]
+    return f"ica-fit/{FIT_VERSION}" if column == "fit_score" else None
+
+
+def _current(name: str, run: dict) -> bool:
+    """False for a cached run trained on an earlier version of the default score."""
+    return run.get("scores") == _scores_of(name)
+
+
 def train_and_evaluate(args, seed: int, folder: Path, scored) -> dict:
     """SFT variants on the pool, DPO/SimPO on the pairs; held-out metrics per run (cached)."""
     from ica_hub.data.demo_data import build_demo_data
@@ -210,10 +221,8 @@ def train_and_evaluate(args, seed: int, folder: Path, scored) -> dict:
         evaluate("base", MODEL, None)
     for name in args.sft_runs:
         column, top_half = SFT_RUNS[name]
-        # A run trained on an earlier version of the default score is stale: train it again.
-        scores = f"ica-fit/{FIT_VERSION}" if column == "fit_score" else None
-        if results.get(f"sft {name}", {"scores": "not run"}).get("scores") == scores:
-            continue
+        if f"sft {name}" in results and _current(f"sft {name}", results[f"sft {name}"]):
+            continue  # a run weighted by an earlier version of the default score: train again
         rows = scored
         if top_half:
             values = np.array([np.nan if v is None else v for v in scored[column]])
@@ -225,7 +234,8 @@ def train_and_evaluate(args, seed: int, folder: Path, scored) -> dict:
         output = run_training(method="sft", train=train, output=runs / "sft" / name.replace(
             " ", "_"), seed=seed, weighted=None if top_half else column, lora=True,
             learning_rate=args.sft_lr, epochs=args.sft_epochs, args=args)
-        evaluate(f"sft {name}", str(output), time.perf_counter() - started, scores)
+        evaluate(f"sft {name}", str(output), time.perf_counter() - started,
+                 _scores_of(f"sft {name}"))
 
     pairs_path = folder / "pairs-scored"
     if args.preference_methods and not pairs_path.exists():
@@ -402,7 +412,9 @@ def main() -> None:
         per_seed[seed] = {"quality": score_quality(scored), "gains": gains_by_kind(scored)}
         if args.report_only:
             runs = training_folder(args, folder) / "training.json"
-            per_seed[seed]["training"] = json.loads(runs.read_text()) if runs.exists() else {}
+            results = json.loads(runs.read_text()) if runs.exists() else {}
+            per_seed[seed]["training"] = {name: run for name, run in results.items()
+                                          if _current(name, run)}
         elif args.train:
             per_seed[seed]["training"] = train_and_evaluate(args, seed, folder, scored)
         (folder / "quality.json").write_text(json.dumps(per_seed[seed], indent=2, default=str))

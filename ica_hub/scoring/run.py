@@ -170,11 +170,32 @@ def run_scoring(recipe: ScoreRecipe) -> ScoreRun | None:
     logger.info("Scored %d rows (%d shards computed, %d resumed) in %.1f s: %.2f rows/s; "
                 "written to %s", run.num_rows, run.shards_computed, run.shards_resumed,
                 run.wall_seconds, run.rows_per_second, r.output_dir)
+    _log_unscored(load_from_disk(r.output_dir), scorer.score_column)
 
     # Push one version when the recipe names a repo.
     if recipe.push.repo_id:
         _push(recipe, provenance)
     return run
+
+
+def _log_unscored(scored: Dataset, score_column: str) -> None:
+    """Say how many rows got no score, and the commonest reasons their flag columns give."""
+    import collections
+
+    import pyarrow.compute as pc
+
+    missing = pc.is_null(scored.data.column(score_column))
+    count = pc.sum(missing).as_py() or 0
+    if not count:
+        return
+    reasons = collections.Counter()
+    for name in (c for c in scored.column_names if c.endswith("_flag")):
+        flags = pc.filter(scored.data.column(name), missing).to_pylist()
+        reasons.update(flag.split(":")[0] for row in flags if row for flag in row.split("; "))
+    common = ", ".join(f"{reason} ({n})" for reason, n in reasons.most_common(3))
+    logger.warning("%d of %d rows have no %s (kept in place, null): %s; each row's *_flag "
+                   "column says why", count, scored.num_rows, score_column,
+                   common or "no flag given")
 
 
 def _push(recipe: ScoreRecipe, provenance: dict) -> None:

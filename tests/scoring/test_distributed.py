@@ -84,6 +84,19 @@ def test_recipe_run_matches_map_and_keeps_input_order(tiny_model_dir, holdout_fi
     assert not (tmp_path / "out.work" / run.key).exists()  # shards removed once written
 
 
+def test_the_run_says_how_many_rows_got_no_score_and_why(tiny_model_dir, holdout_file,
+                                                        tmp_path, caplog):
+    rows = pool_rows(4)
+    rows[2]["completion"] = "   "
+    pool = write_jsonl(tmp_path / "pool.jsonl", rows)
+    with caplog.at_level("WARNING", logger="ica_hub.scoring.run"):
+        _, scored = _score_here(recipe_overrides(tiny_model_dir, pool, holdout_file,
+                                                 tmp_path / "out"))
+    assert scored.num_rows == 4 and scored["ica_score"][2] is None
+    assert "1 of 4 rows have no ica_score" in caplog.text
+    assert scored["ica_flag"][2].split(":")[0] in caplog.text
+
+
 def test_cli_adds_row_index_ids_to_rows_without_them(tiny_model_dir, holdout_file, tmp_path):
     pool = write_jsonl(tmp_path / "pool.jsonl", pool_rows(3, with_ids=False))
     overrides = recipe_overrides(tiny_model_dir, pool, holdout_file, tmp_path / "out")
