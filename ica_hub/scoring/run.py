@@ -12,6 +12,7 @@ import functools
 import json
 import logging
 import os
+import re
 from pathlib import Path
 
 import torch
@@ -191,7 +192,9 @@ def _log_unscored(scored: Dataset, score_column: str) -> None:
     reasons = collections.Counter()
     for name in (c for c in scored.column_names if c.endswith("_flag")):
         flags = pc.filter(scored.data.column(name), missing).to_pylist()
-        reasons.update(flag.split(":")[0] for row in flags if row for flag in row.split("; "))
+        # A flag is "reason_code: explanation"; several are joined with "; ".
+        reasons.update(code for row in flags if row
+                       for code in re.findall(r"(?:^|; )([a-z_]+):", row))
     common = ", ".join(f"{reason} ({n})" for reason, n in reasons.most_common(3))
     logger.warning("%d of %d rows have no %s (kept in place, null): %s; each row's *_flag "
                    "column says why", count, scored.num_rows, score_column,
