@@ -73,6 +73,7 @@ class RescoreCallback(TrainerCallback):
         self.trainer = trainer
         self.rescore = rescore
         self.dataset = ensure_example_ids(dataset)
+        _refuse_duplicate_ids(self.dataset[EXAMPLE_ID])
         self.num_rescores = num_rescores
         self.every_n_steps = every_n_steps
         self.steps: list[int] = []
@@ -153,3 +154,16 @@ class RescoreCallback(TrainerCallback):
                 rho = spearmanr(self._previous[both], scores[both]).statistic
                 record["rescore/spearman_vs_previous"] = float(rho)
         return record
+
+
+def _refuse_duplicate_ids(ids: list) -> None:
+    """Re-scored values are looked up by example_id: two rows with one id would share a score."""
+    first: dict = {}
+    for row, example_id in enumerate(ids):
+        if example_id in first:
+            raise ValueError(
+                f"Re-scoring looks rows up by {EXAMPLE_ID!r}, but rows {first[example_id]} and "
+                f"{row} share the id {example_id!r}: give every row its own id, or drop the "
+                f"column so that the row numbers become the ids."
+            )
+        first[example_id] = row

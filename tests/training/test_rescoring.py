@@ -105,6 +105,16 @@ def test_rescoring_refuses_an_example_weight_source(tokenizer, tmp_path):
         RescoreCallback(trainer, make_loglik_rescorer(tokenizer), dataset)
 
 
+def test_rescoring_refuses_rows_that_share_an_example_id(tokenizer, tmp_path):
+    dataset = load_rows(SFT_DATA, 8)
+    ids = dataset[EXAMPLE_ID]
+    dataset = dataset.remove_columns(EXAMPLE_ID).add_column(EXAMPLE_ID,
+                                                            ids[:5] + [ids[1]] + ids[6:])
+    trainer = _trainer(tokenizer, tmp_path, dataset, max_steps=1)
+    with pytest.raises(ValueError, match=f"rows 1 and 5 share the id {ids[1]!r}"):
+        RescoreCallback(trainer, make_loglik_rescorer(tokenizer), dataset)
+
+
 @pytest.mark.parametrize("scorer_name", ["ica-fit", "ica"])
 def test_the_ica_rescorer_plugs_into_training(tokenizer, tmp_path, scorer_name):
     """make_rescorer (the recipe's scorer on the in-memory model) as the callback's scorer."""
