@@ -103,8 +103,8 @@ class HubApp:
             raise HubError(
                 401,
                 "Invalid credentials in Authorization header: writing needs a write token of this "
-                "server (print one with `ica-hub hub token --root ROOT`, pass it as token= or "
-                "HF_TOKEN).",
+                "server (print one with `ica-hub hub token --root ROOT`; pass it as --token to "
+                "`ica-hub push`, token= in Python, or the HF_TOKEN environment variable).",
             )
         return user["user"]
 
