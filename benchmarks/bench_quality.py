@@ -120,6 +120,8 @@ def score_pool(args, seed: int, folder: Path):
                                   MODEL, max_length=1024),
             ["rho_score", "rho_score_per_token"], lambda scorer: {}))
     scored = pool
+    if stages[0] is not None and args.domain_weights:
+        scored = _other_domain_weights(args, holdout, folder, stages[0], scored, options)
     for columns in filter(None, stages):
         for name in columns.column_names:
             scored = scored.add_column(name, columns[name])
@@ -128,6 +130,26 @@ def score_pool(args, seed: int, folder: Path):
     scored = scored.add_column("loglik_per_token", loglik)
     random = np.random.default_rng(seed).random(len(scored)).tolist()
     return scored.add_column("random_score", random)
+
+
+def _other_domain_weights(args, holdout, folder: Path, fit_columns, scored, options):
+    """``fit_score`` at each of ``--domain-weights``, from the cached signal columns and the
+    holdout's statistics (one holdout pass, cached): what rescoring at that weight would give."""
+    stats_file = folder / "stages" / f"ica-fit_{FIT_VERSION}_holdout_statistics.json"
+    scorer = HoldoutFitScorer(holdout, MODEL, **options)
+    if stats_file.exists():
+        scorer._stats = {name: tuple(v) for name, v in json.loads(stats_file.read_text()).items()}
+    else:
+        stats_file.write_text(json.dumps(scorer.holdout_statistics(), indent=2))
+    signals = [{name: row[f"fit_{name}"] for name in FIT_SIGNALS} for row in fit_columns]
+    check = [scorer.combine(values) for values in signals]
+    if not np.allclose(np.array(check, dtype=float), np.array(fit_columns["fit_score"],
+                                                             dtype=float), atol=1e-6):
+        raise RuntimeError(f"{stats_file} does not reproduce the cached fit_score: delete it")
+    for weight in args.domain_weights:
+        scored = scored.add_column(f"fit_score_w{weight:g}",
+                                   [scorer.combine(values, weight) for values in signals])
+    return scored
 
 
 def train_reference(args, seed: int, holdout, folder: Path) -> Path:
@@ -375,6 +397,9 @@ def main() -> None:
     parser.add_argument("--demo-tokens", type=int, default=128,
                         help="cap on each demonstration's question and answer")
     parser.add_argument("--max-answer-chars", type=int, default=600)
+    parser.add_argument("--domain-weights", type=float, nargs="*", default=[0.0, 0.5, 1.0],
+                        help="also report ica-fit at these domain_weight values (recombined from "
+                             "the cached signals; one extra holdout pass per seed)")
     parser.add_argument("--train", action="store_true", help="also train and evaluate")
     parser.add_argument("--report-only", action="store_true",
                         help="write the report from what earlier runs cached; train nothing")
@@ -400,6 +425,11 @@ def main() -> None:
     for name in ("httpx", "httpx2", "httpcore"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
+    for weight in args.domain_weights:  # reported right after the default
+        SCORES[f"ica-fit, domain_weight {weight:g}"] = f"fit_score_w{weight:g}"
+    order = ["ica-fit (default)", *(f"ica-fit, domain_weight {w:g}" for w in args.domain_weights)]
+    for name in [*order, *(n for n in list(SCORES) if n not in order)]:
+        SCORES[name] = SCORES.pop(name)
     started = time.perf_counter()
     per_seed = {}
     from ica_hub.data.demo_data import BUILDER_NAME

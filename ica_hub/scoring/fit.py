@@ -195,6 +195,27 @@ class HoldoutFitScorer:
         logger.info("ica-fit holdout statistics (mean, std): %s",
                     {name: tuple(round(v, 4) for v in s) for name, s in self._stats.items()})
 
+    def holdout_statistics(self, rank: int | None = None) -> dict[str, tuple[float, float]]:
+        """``{signal: (holdout mean, holdout std)}``, the units of the z-scores; runs the holdout
+        pass first if no row has been scored yet. With them and a scored dataset's ``fit_*``
+        columns, :meth:`combine` gives the score at another ``domain_weight`` without rescoring.
+        """
+        if self._stats is None:
+            self._calibrate(rank)
+        return dict(self._stats)
+
+    def combine(self, values: dict[str, float | None],
+                domain_weight: float | None = None) -> float | None:
+        """``domain_weight * z_similarity + sum_q min(z_q, 0)`` of one row's raw signals (keys:
+        ``SIGNALS``); None if a signal is missing. ``domain_weight`` defaults to the scorer's."""
+        if any(v is None or not np.isfinite(v) for v in values.values()):
+            return None
+        stats = self.holdout_statistics()
+        weight = self._options["domain_weight"] if domain_weight is None else domain_weight
+        z = {name: (values[name] - stats[name][0]) / stats[name][1] for name in SIGNALS}
+        shortfall = sum(min(z[name], 0.0) for name in CLEAN_SIGNALS)
+        return float(weight * z[DOMAIN_SIGNAL] + shortfall)
+
     def check_columns(self, column_names: list[str]) -> None:
         """Refuse, before the model loads, rows this scorer cannot score."""
         if detect_format(column_names).is_preference:
@@ -224,20 +245,11 @@ class HoldoutFitScorer:
                 signals["qa_agreement"][i] = float(agreement[n])
         signals["incontext_loglik"] = list(_per_token(columns, missing=None))
         signals["end_of_turn"] = list(columns["ica_logp_end"])
-        columns["fit_score"] = [self._combine({name: signals[name][i] for name in SIGNALS})
+        columns["fit_score"] = [self.combine({name: signals[name][i] for name in SIGNALS})
                                 for i in range(num_rows)]
         for name in SIGNALS:
             columns[f"fit_{name}"] = signals[name]
         return columns
-
-    def _combine(self, values: dict[str, float | None]) -> float | None:
-        """``domain_weight * z_similarity + sum_q min(z_q, 0)``; None if a signal is missing."""
-        if any(v is None or not np.isfinite(v) for v in values.values()):
-            return None
-        z = {name: (v - self._stats[name][0]) / self._stats[name][1]
-             for name, v in values.items()}
-        shortfall = sum(min(z[name], 0.0) for name in CLEAN_SIGNALS)
-        return float(self._options["domain_weight"] * z[DOMAIN_SIGNAL] + shortfall)
 
     def features_for(self, dataset):
         """The features of ``dataset`` scored: pass as ``dataset.map(..., features=)``."""

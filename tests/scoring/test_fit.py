@@ -35,6 +35,22 @@ def test_fit_score_is_the_domain_term_plus_the_cleanliness_shortfalls(
         assert math.isclose(row["ica_score"], row["ica_logp_context"] - row["ica_logp_base"])
 
 
+def test_combine_gives_another_domain_weight_without_rescoring(holdout_rows, pool_rows,
+                                                               tiny_model, tokenizer):
+    from ica_hub.scoring.fit import SIGNALS
+
+    rows = Dataset.from_list(pool_rows)
+    default = _fit(holdout_rows, tiny_model, tokenizer)
+    scored = rows.map(default, batched=True)
+    rescored = rows.map(_fit(holdout_rows, tiny_model, tokenizer, domain_weight=0.5),
+                        batched=True)
+    combined = [default.combine({name: row[f"fit_{name}"] for name in SIGNALS}, 0.5)
+                for row in scored]
+    assert combined == pytest.approx(rescored["fit_score"], rel=1e-5, abs=1e-6)
+    assert default.holdout_statistics() == default._stats
+    assert default.combine(dict.fromkeys(SIGNALS, None)) is None
+
+
 def _response_state(model, renderer, row) -> np.ndarray:
     """The mean last hidden state over the positions that predict the response, plain pass."""
     import torch
