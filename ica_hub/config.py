@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import importlib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -176,7 +177,34 @@ def load_config(cls: type, path: str | Path, overrides: list[str] | None,
     if not isinstance(data, dict):
         kind = type(data).__name__
         raise RecipeError([f"the file holds a {kind}, not a mapping of options"], str(path))
+    if command := _command_of_other_kind(cls, data):
+        raise RecipeError([f"this is a recipe of another kind: its sections "
+                           f"({', '.join(map(str, data))}) are those of `{command}`; run it "
+                           "with that command, or give this command its own kind of recipe"],
+                          str(path))
     return config_from_dict(cls, data, overrides, check, source=str(path))
+
+
+# Each kind of recipe file and the command that runs it.
+_RECIPE_KINDS = {
+    "ica_hub.config:TrainRecipe": "ica-hub train",
+    "ica_hub.scoring.recipe:ScoreRecipe": "ica-hub score",
+    "ica_hub.evaluation.recipe:EvalRecipe": "ica-hub eval",
+    "ica_hub.demo:DemoRecipe": "ica-hub demo",
+}
+
+
+def _command_of_other_kind(cls: type, data: dict) -> str | None:
+    """The command whose recipes have every top-level key of ``data``, when ``cls`` lacks some."""
+    keys = set(map(str, data))
+    if keys <= {f.name for f in dataclasses.fields(cls)}:
+        return None
+    for spec, command in _RECIPE_KINDS.items():
+        module, _, name = spec.partition(":")
+        other = getattr(importlib.import_module(module), name)
+        if other is not cls and keys <= {f.name for f in dataclasses.fields(other)}:
+            return command
+    return None
 
 
 def config_from_dict(cls: type, data: dict, overrides: list[str] | None,

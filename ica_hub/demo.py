@@ -26,10 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from ica_hub.config import (
-    ModelConfig, RecipeError, _at_least, _choice, config_from_dict, load_config,
+    ModelConfig, RecipeError, _at_least, config_from_dict, load_config,
 )
 from ica_hub.data.demo_data import DemoDataConfig
-from ica_hub.scoring.recipe import SCORER_NAMES, ScorerSettings
+from ica_hub.scoring.recipe import ScorerSettings
 
 logger = logging.getLogger(__name__)
 
@@ -87,15 +87,15 @@ def validate(recipe: DemoRecipe) -> list[str]:
     d, t = recipe.data, recipe.training
     problems = _at_least("data.num_pool", d.num_pool, 8)
     s = recipe.scorer
-    problems += _at_least("scorer.k", s.k, 1)
-    problems += _choice("scorer.name", s.name, SCORER_NAMES)
+    problems += _scorer_problems(recipe)
     need = s.k + 1 if s.name == "ica-fit" else s.k  # ica-fit scores the holdout leave-one-out
     if d.num_holdout < max(need, 1):
         problems.append(f"data.num_holdout = {d.num_holdout}: {s.name} needs at least {need} "
                         f"holdout rows with scorer.k = {s.k}; raise it or lower scorer.k")
     for option in ("num_test", "num_pairs", "num_pairs_test"):
         problems += _at_least(f"data.{option}", getattr(d, option), 2)
-    problems += _at_least("scorer.max_length", recipe.scorer.max_length, 64)
+    if s.max_length >= 16:  # under 16: the scoring recipe's own check said so
+        problems += _at_least("scorer.max_length", s.max_length, 64)
     problems += _at_least("batch_size", recipe.batch_size, 1)
     unknown = [m for m in t.methods if m not in TRAIN_METHODS]
     if unknown:
@@ -106,6 +106,16 @@ def validate(recipe: DemoRecipe) -> list[str]:
     problems += _at_least("training.per_device_train_batch_size",
                           t.per_device_train_batch_size, 1)
     return problems + _override_problems(t.overrides)
+
+
+def _scorer_problems(recipe: DemoRecipe) -> list[str]:
+    """What the scoring recipe of step 2 would refuse in ``model`` and ``scorer``, found now."""
+    from ica_hub.scoring.recipe import ScoreRecipe, validate as validate_score
+
+    settings = _score_settings(recipe, Path("pool"), Path("holdout"), Path(recipe.output_dir))
+    score_recipe = config_from_dict(ScoreRecipe, settings, [], lambda _: [], source="demo")
+    return [problem for problem in validate_score(score_recipe)
+            if problem.startswith(("model.", "scorer."))]
 
 
 def _override_problems(overrides: list[str]) -> list[str]:
@@ -158,14 +168,8 @@ def build_data(recipe: DemoRecipe, folder: Path) -> dict[str, Path]:
     return paths
 
 
-def score_split(recipe: DemoRecipe, split: Path, holdout: Path, output: Path,
-                overrides: list[str] = ()):
-    """``ica-hub score`` on one split; returns the scored dataset and its provenance."""
-    from datasets import load_from_disk
-
-    from ica_hub.scoring.recipe import ScoreRecipe, validate as validate_score
-    from ica_hub.scoring.run import run_scoring
-
+def _score_settings(recipe: DemoRecipe, split: Path, holdout: Path, output: Path) -> dict:
+    """The scoring recipe, as a dict, that scores ``split`` against ``holdout``."""
     settings = {
         "model": asdict(recipe.model),
         "data": {"pool": str(split), "holdout": str(holdout)},
@@ -175,7 +179,19 @@ def score_split(recipe: DemoRecipe, split: Path, holdout: Path, output: Path,
     }
     if recipe.scorer.baseline == "pool":
         settings["data"]["baseline_pool"] = str(split)
-    score_recipe = config_from_dict(ScoreRecipe, settings, list(overrides), validate_score)
+    return settings
+
+
+def score_split(recipe: DemoRecipe, split: Path, holdout: Path, output: Path,
+                overrides: list[str] = ()):
+    """``ica-hub score`` on one split; returns the scored dataset and its provenance."""
+    from datasets import load_from_disk
+
+    from ica_hub.scoring.recipe import ScoreRecipe, validate as validate_score
+    from ica_hub.scoring.run import run_scoring
+
+    score_recipe = config_from_dict(ScoreRecipe, _score_settings(recipe, split, holdout, output),
+                                    list(overrides), validate_score)
     run_scoring(score_recipe)
     provenance = json.loads((output / "provenance.json").read_text())
     return load_from_disk(str(output)), provenance

@@ -53,6 +53,16 @@ def test_a_typo_in_the_training_overrides_fails_before_anything_is_built(tmp_pat
     assert not any(tmp_path.iterdir())
 
 
+def test_bad_scorer_and_model_options_fail_before_anything_is_built(tmp_path, capsys):
+    code = main(["demo", f"output_dir={tmp_path}", "scorer.layout=chat",
+                 "scorer.domain_weight=-1", "model.dtype=fp16"])
+    assert code == 2
+    message = capsys.readouterr().err
+    for option in ("scorer.layout = 'chat'", "scorer.domain_weight = -1", "model.dtype = 'fp16'"):
+        assert option in message
+    assert not any(tmp_path.iterdir())  # no data, no model, no Hub
+
+
 def test_holdout_smaller_than_k_fails_before_anything_is_built(tmp_path, capsys):
     code = main(["demo", f"output_dir={tmp_path}", "data.num_holdout=2", "scorer.k=3"])
     assert code == 2

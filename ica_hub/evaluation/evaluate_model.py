@@ -49,15 +49,27 @@ def require_rows(dataset: Dataset, what: str) -> None:
                          "folder or a .json/.jsonl file), or leave it out")
 
 
-def _require_format(rows: Dataset, what: str, preference: bool) -> None:
-    from ica_hub.data.formats import detect_format
+def format_problem(rows: Dataset, what: str, preference: bool) -> str | None:
+    """Why ``rows`` (named ``what``) cannot be used as test rows (``preference``: as held-out
+    pairs), or None."""
+    from ica_hub.data.formats import UnknownFormatError, detect_format
 
-    if detect_format(rows.column_names).is_preference != preference:
-        raise ValueError(
-            f"{what} has columns {rows.column_names}: " + (
-                "held-out pairs need prompt, chosen and rejected columns" if preference else
-                "response log-probs and the test loss need SFT rows (prompt/completion or "
-                "messages); give preference pairs as pairs_test"))
+    try:
+        fmt = detect_format(rows.column_names)
+    except UnknownFormatError as error:
+        return f"{what}: {error}"
+    if fmt.is_preference == preference:
+        return None
+    return f"{what} has columns {rows.column_names}: " + (
+        "held-out pairs need prompt, chosen and rejected columns" if preference else
+        "response log-probs and the test loss need SFT rows (prompt/completion or messages); "
+        "give preference pairs as pairs_test")
+
+
+def _require_format(rows: Dataset, what: str, preference: bool) -> None:
+    problem = format_problem(rows, what, preference)
+    if problem:
+        raise ValueError(problem)
 
 
 def response_logps(model: Any, tokenizer: Any, rows: Dataset | list[dict],

@@ -43,6 +43,7 @@ import ica_hub
 from ica_hub.evaluation.evaluate_model import (
     check_score_columns,
     evaluate_model,
+    format_problem,
     require_rows,
     score_quality,
 )
@@ -71,6 +72,13 @@ def run_eval(recipe: EvalRecipe, recipe_path: str | None = None) -> dict[str, An
     if recipe.models and d.pairs_test:
         pairs_test = _load_split(d.pairs_test, "data.pairs_test", split=d.split,
                                  demo_split="pairs_test", max_rows=d.max_rows)
+    problems = [problem for problem in (
+        test is not None and format_problem(test, "data.test", preference=False),
+        pairs_test is not None and format_problem(pairs_test, "data.pairs_test",
+                                                  preference=True),
+    ) if problem]
+    if problems:  # before any model loads
+        raise ValueError("; ".join(problems))
     if s.path:
         scored = _load_split(s.path, "scores.path", split=s.split, demo_split="pool",
                              revision=s.revision)
@@ -128,10 +136,9 @@ def _load_split(spec: str, option: str, *, split: str, demo_split: str,
                 revision: str | None = None, max_rows: int | None = None) -> Dataset:
     from ica_hub.scoring.run import load_rows
 
-    try:
-        dataset = load_rows(spec, split, demo_split=demo_split, revision=revision)
-    except ValueError as error:  # an empty file: load_rows says so, here with the option
-        raise ValueError(f"{option}: {error}") from error
+    split_option = "scores.split" if option.startswith("scores.") else "data.split"
+    dataset = load_rows(spec, split, demo_split=demo_split, revision=revision, option=option,
+                        split_option=split_option)
     if max_rows is not None:
         dataset = dataset.select(range(min(max_rows, len(dataset))))
     require_rows(dataset, f"{option} ({spec!r})")

@@ -19,36 +19,26 @@ import torch
 import xxhash
 from datasets import Dataset, IterableDataset, load_dataset, load_from_disk
 
+from ica_hub.data.loading import names_local_rows, read_local
 from ica_hub.hub.cli import PROVENANCE_FILENAME  # read by `ica-hub push DIR REPO`
+from ica_hub.hub.repo_ids import may_be_hub_repo
 from ica_hub.scoring.distributed import ScoreRun, count_rows, score_dataset
 from ica_hub.scoring.recipe import DEMO, ScoreRecipe
 
 logger = logging.getLogger(__name__)
 
-_FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet"}
-
 
 def load_rows(spec: str, split: str, *, demo_split: str, revision: str | None = None,
-              streaming: bool = False) -> Dataset | IterableDataset:
-    """``demo``, a save_to_disk folder, a .json/.jsonl/.parquet file, or a Hub dataset repo."""
-    path = Path(spec)
+              streaming: bool = False, option: str = "data",
+              split_option: str = "split") -> Dataset | IterableDataset:
+    """``demo``, a save_to_disk folder, a .json/.jsonl/.parquet file, or a Hub dataset repo.
+    ``option`` and ``split_option`` (the recipe fields that named ``spec`` and ``split``) are
+    named in the message of any error."""
     if spec == DEMO:
         dataset = _demo_data()[demo_split]
         return dataset.to_iterable_dataset() if streaming else dataset
-    if path.is_dir():
-        dataset = load_from_disk(str(path))
-        if not isinstance(dataset, Dataset):  # a DatasetDict folder
-            dataset = dataset[split]
-        return dataset.to_iterable_dataset() if streaming else dataset
-    if path.suffix in _FILE_BUILDERS:
-        if not path.exists():
-            raise FileNotFoundError(f"{spec!r}: no such file")
-        try:
-            return load_dataset(_FILE_BUILDERS[path.suffix], data_files=str(path),
-                                split="train", streaming=streaming)
-        except (ValueError, StopIteration) as error:  # an empty file has no schema to read
-            raise ValueError(f"{spec!r}: no rows could be read from it ({str(error) or 'the file is empty'}); "
-                             "give a file with at least one row") from error
+    if names_local_rows(spec) or not may_be_hub_repo(spec):
+        return read_local(spec, split, option, split_option, streaming=streaming)
     return load_dataset(spec, revision=revision, split=split, streaming=streaming)
 
 
@@ -81,10 +71,12 @@ def build_scorer(recipe: ScoreRecipe, device: str | None = None):
     from ica_hub.scoring.ica import ICAScorer
 
     d, s = recipe.data, recipe.scorer
-    holdout = load_rows(d.holdout, d.holdout_split, demo_split="holdout")
+    holdout = load_rows(d.holdout, d.holdout_split, demo_split="holdout", option="data.holdout",
+                        split_option="data.holdout_split")
     baseline_pool = None
     if s.baseline == "pool":
-        baseline_pool = load_rows(d.baseline_pool, d.pool_split, demo_split="pool")
+        baseline_pool = load_rows(d.baseline_pool, d.pool_split, demo_split="pool",
+                                  option="data.baseline_pool", split_option="data.pool_split")
     holdout = list(holdout)
     if s.name == "ica-fit" and holdout and "chosen" in holdout[0]:
         # Preference pairs are scored by the margin change, the published score.
@@ -136,7 +128,8 @@ def run_scoring(recipe: ScoreRecipe) -> ScoreRun | None:
 
     # Pool, scorer (the model loads on this process's device at its first batch).
     pool = load_rows(d.pool, d.pool_split, demo_split="pool", revision=d.revision,
-                     streaming=d.streaming)
+                     streaming=d.streaming, option="data.pool",
+                     split_option="data.pool_split")
     if d.max_rows is not None:
         pool = pool.take(d.max_rows) if d.streaming else pool.select(
             range(min(d.max_rows, len(pool))))

@@ -11,18 +11,19 @@ import logging
 from pathlib import Path
 
 import torch
-from datasets import Dataset, load_dataset, load_from_disk
+from datasets import Dataset, load_dataset
 
 from ica_hub.config import LoraConfig, TrainRecipe
+from ica_hub.data.formats import detect_format
+from ica_hub.data.loading import names_local_rows, read_local
 from ica_hub.hub.repo_ids import may_be_hub_repo
 from ica_hub.models import load_model_and_tokenizer
-from ica_hub.training.batch_weights import ensure_example_ids
+from ica_hub.training.batch_weights import check_weight_column, ensure_example_ids
 from ica_hub.training.rescoring import RescoreCallback
 from ica_hub.training.trainers import TRAINERS, trl_config_class
 
 logger = logging.getLogger(__name__)
 
-_FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 _WRITE_IT_FIRST = ("Write the scored rows first (`ica-hub score recipes/score.yaml` writes "
                    "outputs/scored-demo; `ica-hub demo` writes outputs/demo/scored/pool and "
                    "pairs), or name a scored file or Hub dataset.")
@@ -31,15 +32,11 @@ _WRITE_IT_FIRST = ("Write the scored rows first (`ica-hub score recipes/score.ya
 def load_train_dataset(recipe: TrainRecipe) -> Dataset:
     """The recipe's training rows: a local folder or file, or a Hub repo at a revision."""
     data = recipe.data
-    path = Path(data.train)
-    if path.is_dir():
-        dataset = load_from_disk(str(path))
-        if not isinstance(dataset, Dataset):  # a DatasetDict folder
-            dataset = dataset[data.split]
-    elif path.suffix in _FILE_BUILDERS:
-        if not path.exists():
-            raise FileNotFoundError(f"data.train = {data.train!r}: no such file")
-        dataset = load_dataset(_FILE_BUILDERS[path.suffix], data_files=str(path), split="train")
+    if names_local_rows(data.train):
+        try:
+            dataset = read_local(data.train, data.split, "data.train", "data.split")
+        except FileNotFoundError as error:
+            raise FileNotFoundError(f"{error}. {_WRITE_IT_FIRST}") from None
     elif not may_be_hub_repo(data.train):
         raise FileNotFoundError(f"data.train = {data.train!r}: no such folder or file (and not "
                                 "a Hub repo id, 'namespace/name'). " + _WRITE_IT_FIRST)
@@ -54,6 +51,22 @@ def load_train_dataset(recipe: TrainRecipe) -> Dataset:
     if data.max_rows is not None:
         dataset = dataset.select(range(min(data.max_rows, len(dataset))))
     return ensure_example_ids(dataset)
+
+
+def check_train_data(dataset: Dataset, recipe: TrainRecipe) -> None:
+    """The rows suit the method and hold the weights' column: checked before any model loads."""
+    fmt = detect_format(dataset.column_names)  # unknown columns: lists the accepted formats
+    if fmt.is_preference != (recipe.method in ("dpo", "simpo")):
+        raise ValueError(
+            f"method = {recipe.method!r} trains on " + (
+                "preference pairs (prompt, chosen, rejected)" if recipe.method != "sft" else
+                "SFT rows (prompt/completion or messages)")
+            + f", but data.train = {recipe.data.train!r} holds {fmt.value} rows (columns "
+            f"{dataset.column_names}): use the " + (
+                "dpo or simpo recipe (method=dpo)" if fmt.is_preference else "sft recipe "
+                "(method=sft)") + " for these rows, or point data.train at the other kind")
+    if recipe.weights.column not in dataset.column_names:  # its values: the trainer checks
+        check_weight_column(dataset, recipe.weights)  # raises, naming the fix
 
 
 def build_trl_args(recipe: TrainRecipe):
@@ -108,6 +121,7 @@ def build_trainer(recipe: TrainRecipe):
     """Data, model, TRL config and weighted trainer; the re-scoring callback when asked."""
     # Data first: a missing dataset fails before any model is fetched or converted
     train_dataset = load_train_dataset(recipe)
+    check_train_data(train_dataset, recipe)
 
     # Model and tokenizer
     dtype = getattr(torch, recipe.model.dtype)

@@ -168,8 +168,22 @@ def test_empty_test_data_is_a_clear_error(tmp_path, tiny_model_dir, data_files, 
     data_files["test"].write_text("")
     assert main(["eval", RECIPE, *overrides(tmp_path, tiny_model_dir, data_files)]) == 2
     error = capsys.readouterr().err
-    assert f"data.test: '{data_files['test']}': no rows could be read" in error
+    assert f"data.test = '{data_files['test']}': no rows could be read" in error
     assert "the file is empty" in error
+
+
+def test_test_rows_and_pairs_of_the_wrong_format_are_both_named_before_models_load(
+        tmp_path, data_files, capsys, monkeypatch):
+    from ica_hub.evaluation import run
+
+    monkeypatch.setattr(run, "_load_model",
+                        lambda *a, **k: pytest.fail("a model loaded before the data check"))
+    data_files["test"], data_files["pairs"] = data_files["pairs"], data_files["test"]
+    args = overrides(tmp_path, "embedded/smollm2-135m-instruct", data_files)
+    assert main(["eval", RECIPE, *args]) == 2
+    error = capsys.readouterr().err
+    assert "data.test has columns" in error and "need SFT rows" in error
+    assert "data.pairs_test has columns" in error and "need prompt, chosen and rejected" in error
 
 
 @pytest.mark.slow

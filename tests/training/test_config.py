@@ -108,3 +108,19 @@ def test_a_recipe_that_is_not_yaml_is_named_without_a_traceback(tmp_path):
     path.write_text("model: [\n")
     with pytest.raises(RecipeError, match="(?s)broken.yaml.*not valid YAML"):
         load_recipe(path)
+
+
+@pytest.mark.parametrize(("command", "recipe", "other"), [
+    ("score", "recipes/sft.yaml", "ica-hub train"),
+    ("train", "recipes/score.yaml", "ica-hub score"),
+    ("eval", "recipes/demo.yaml", "ica-hub demo"),
+    ("demo", "recipes/eval.yaml", "ica-hub eval"),
+])
+def test_a_recipe_given_to_the_wrong_command_names_the_right_one(command, recipe, other,
+                                                                  capsys):
+    from ica_hub.cli import main
+
+    assert main([command, recipe]) == 2
+    message = capsys.readouterr().err
+    assert "recipe of another kind" in message and f"`{other}`" in message
+    assert "unknown option" not in message

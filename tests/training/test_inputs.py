@@ -196,3 +196,20 @@ def test_a_missing_training_folder_is_named_before_any_model_loads(capsys, monke
     message = capsys.readouterr().err
     assert code == 2 and "data.train = 'outputs/not/written/yet': no such folder" in message
     assert "ica-hub score recipes/score.yaml" in message and "Traceback" not in message
+
+
+@pytest.mark.parametrize(("recipe", "data", "expected"), [
+    ("recipes/dpo.yaml", SFT_DATA, "method = 'dpo' trains on preference pairs"),
+    ("recipes/sft.yaml", PREFERENCE_DATA, "method = 'sft' trains on SFT rows"),
+    ("recipes/sft.yaml", SFT_DATA, "no 'fit_score' column"),  # unscored rows, weights asked
+])
+def test_rows_that_do_not_suit_the_method_or_weights_fail_before_any_model_loads(
+        recipe, data, expected, capsys, monkeypatch):
+    from ica_hub.cli import main
+    from ica_hub.training import run
+
+    monkeypatch.setattr(run, "load_model_and_tokenizer",
+                        lambda *a, **k: pytest.fail("the model loaded before the data check"))
+    code = main(["train", recipe, f"data.train={data}"])
+    message = capsys.readouterr().err
+    assert code == 2 and expected in message and "Traceback" not in message

@@ -1,0 +1,66 @@
+"""Reading rows from what a recipe names locally: a ``save_to_disk`` folder or a data file.
+
+Shared by scoring, training and evaluation, so that a wrong path, a malformed file or a missing
+split gets the same one-line message (naming the recipe option and the fix) everywhere.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from datasets import Dataset, DatasetDict, IterableDataset, load_dataset, load_from_disk
+
+FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet"}
+ACCEPTED_TEXT = ("a .json, .jsonl or .parquet file, or a folder written by "
+                 "Dataset.save_to_disk / DatasetDict.save_to_disk")
+
+
+def names_local_rows(spec: str) -> bool:
+    """Whether ``spec`` names rows on this machine (an existing path, or a data file's name)."""
+    path = Path(spec).expanduser()
+    return path.exists() or path.suffix in FILE_BUILDERS
+
+
+def read_local(spec: str, split: str, option: str, split_option: str = "split", *,
+               streaming: bool = False) -> Dataset | IterableDataset:
+    """The rows of the folder or file ``spec`` (``split`` of a DatasetDict folder).
+
+    Raises ``FileNotFoundError`` or ``ValueError`` whose message starts with ``option`` (the
+    recipe field, e.g. ``data.pool``; ``split_option`` names the field of its split) and says
+    what to give instead.
+    """
+    path = Path(spec).expanduser()
+    where = f"{option} = {spec!r}"
+    if path.is_dir():
+        try:
+            dataset = load_from_disk(str(path))
+        except FileNotFoundError:
+            raise ValueError(f"{where}: this folder was not written by save_to_disk (no "
+                             f"dataset_info.json / dataset_dict.json); give {ACCEPTED_TEXT}"
+                             ) from None
+        if isinstance(dataset, DatasetDict):
+            if split not in dataset:
+                raise ValueError(f"{where} holds the splits {sorted(dataset)}, not {split!r}: "
+                                 f"name one of them ({split_option}={next(iter(dataset))})")
+            dataset = dataset[split]
+        return dataset.to_iterable_dataset() if streaming else dataset
+    if path.suffix not in FILE_BUILDERS:
+        if path.exists():
+            raise ValueError(f"{where}: {path.suffix or 'a file without an extension'} is not "
+                             f"read here; give {ACCEPTED_TEXT}")
+        raise FileNotFoundError(f"{where}: no such folder or file")
+    if not path.exists():
+        raise FileNotFoundError(f"{where}: no such file")
+    from datasets.exceptions import DatasetGenerationError
+
+    try:
+        return load_dataset(FILE_BUILDERS[path.suffix], data_files=str(path), split="train",
+                            streaming=streaming)
+    except DatasetGenerationError as error:  # the cause says which row (pyarrow's words)
+        cause = error.__cause__ or error
+        raise ValueError(f"{where}: the file could not be read as {path.suffix[1:]} rows: "
+                         f"{cause} (rows count from 0); fix that row or drop it") from error
+    except (ValueError, StopIteration) as error:  # an empty file has no schema to read
+        raise ValueError(f"{where}: no rows could be read from it "
+                         f"({str(error) or 'the file is empty'}); give a file with at least "
+                         "one row") from error
