@@ -64,9 +64,10 @@ DOMAIN_SIGNAL = "holdout_similarity"
 CLEAN_SIGNALS = ("incontext_loglik", "qa_agreement", "end_of_turn")
 SIGNALS = (DOMAIN_SIGNAL, *CLEAN_SIGNALS)
 _MIN_STD = 1e-6
-_PAIRS_REFUSED = ("ica-fit scores SFT rows; these are preference pairs: score them with "
-                  "ICAScorer (scorer.name=ica), whose score is the chosen-over-rejected margin "
-                  "change")
+_PAIRS_REFUSED = ("ica-fit scores SFT rows; these are preference pairs. Score pairs against a "
+                  "holdout of pairs (prompt, chosen, rejected) with ICAScorer, whose score is "
+                  "the change of the chosen-over-rejected margin (a recipe with scorer.name = "
+                  "ica-fit and a holdout of pairs does so by itself)")
 
 
 def domain_weight_problem(value: Any) -> str | None:
@@ -107,7 +108,8 @@ class HoldoutFitScorer:
         if len(parsed) < k + 1:
             raise ValueError(f"ica-fit needs at least k + 1 = {k + 1} holdout rows (each holdout "
                              f"row is scored with k others to calibrate); it has "
-                             f"{len(parsed)}: add holdout rows or lower k")
+                             f"{len(parsed)}: add holdout rows or lower k (scorer.k in a "
+                             "recipe)")
         self.ica = ICAScorer(self._holdout_rows, model, tokenizer, k=k, embedder=embedder,
                              column_prefix="ica", score_ending=True, **ica_options)
         if not self.ica.renderer.end_of_turn_ids():

@@ -129,7 +129,8 @@ class ICAScorer:
         self.holdout_format, self.holdout = _parse_all(self._holdout_rows, "holdout")
         if len(self.holdout) < k:
             raise ValueError(
-                f"The holdout has {len(self.holdout)} rows but k={k}: lower k or add holdout rows."
+                f"The holdout has {len(self.holdout)} rows but k={k}: lower k (scorer.k in a "
+                "recipe) or add holdout rows."
             )
         self.pool = _parse_all(self._pool_rows, "baseline_pool")[1] if self._pool_rows else None
         self.handle = base.ModelHandle(model, tokenizer, revision=revision, dtype=dtype,

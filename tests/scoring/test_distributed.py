@@ -331,7 +331,7 @@ def test_holdout_in_another_format_than_the_pool_fails_before_the_model_loads(
 
 
 @pytest.mark.parametrize("rows, message", [([], "no rows could be read"),
-                                           (HOLDOUT[:1], "lower k or add holdout rows")])
+                                           (HOLDOUT[:1], r"lower k \(scorer.k in a recipe\)")])
 def test_empty_or_too_small_holdout_fails_before_the_model_loads(
         rows, message, tiny_model_dir, tmp_path, monkeypatch):
     holdout = tmp_path / "holdout.json"
