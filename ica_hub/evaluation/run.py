@@ -84,6 +84,14 @@ def run_eval(recipe: EvalRecipe, recipe_path: str | None = None) -> dict[str, An
                              revision=s.revision)
         check_score_columns(scored, s.columns, s.kind_column)
     prompt_rows, prompts = _judge_prompts(test, j.num_prompts) if j.enabled else ([], [])
+    if j.enabled and j.endpoint:
+        from ica_hub.evaluation.judge import endpoint_problem
+
+        if problem := endpoint_problem(j.endpoint, j.timeout_s):
+            logger.warning("Judge endpoint %s is unreachable now (%s): the other metrics go "
+                           "on; it is asked again after the models' answers, and judgments it "
+                           "cannot give are recorded as missing, with the reason", j.endpoint,
+                           problem)
     logger.info("Evaluating %d model(s) on %s test rows and %s held-out pairs, at most %d "
                 "tokens per sequence; score AUROCs: %s; judge: %s",
                 len(recipe.models), len(test) if test else "no", len(pairs_test) if pairs_test

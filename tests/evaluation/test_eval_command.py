@@ -59,7 +59,7 @@ def test_the_shipped_recipe_parses_through_the_cli_and_says_how_to_run_it():
 
 
 def test_eval_writes_every_result_and_survives_an_unreachable_judge(
-        tmp_path, tiny_model_dir, data_files, capsys):
+        tmp_path, tiny_model_dir, data_files, capsys, caplog):
     args = overrides(tmp_path, tiny_model_dir, data_files,
                      **{"judge.endpoint": "http://127.0.0.1:9/v1", "judge.num_prompts": 3,
                         "judge.max_new_tokens": 4, "judge.timeout_s": 2})
@@ -97,6 +97,9 @@ def test_eval_writes_every_result_and_survives_an_unreachable_judge(
         provenance["models"]["sft"]["weights_hash"]
     out = capsys.readouterr().out
     assert "win rate" in out and "unreachable" in out and "results.json" in out
+    # Said at the start too, before the models' long part, not only in the results.
+    early = [r.getMessage() for r in caplog.records if "is unreachable now" in r.getMessage()]
+    assert len(early) == 1 and "http://127.0.0.1:9/v1" in early[0]
 
 
 def test_eval_pushes_beside_a_version_to_a_local_hub(tmp_path, data_files, monkeypatch):
