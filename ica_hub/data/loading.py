@@ -15,6 +15,23 @@ ACCEPTED_TEXT = ("a .json, .jsonl or .parquet file, or a folder written by "
                  "Dataset.save_to_disk / DatasetDict.save_to_disk")
 
 
+def hub_unreachable() -> str | None:
+    """Why the Hub endpoint (``HF_ENDPOINT``) cannot be reached now, or None.
+
+    One quick request, so that a name that is neither a local path nor a reachable repo fails
+    at once instead of after the Hub client's retries. Any HTTP answer counts as reachable.
+    """
+    import httpx
+    from huggingface_hub import constants
+
+    try:
+        httpx.head(constants.ENDPOINT, timeout=5.0)
+    except httpx.HTTPError as error:
+        return (f"the Hub at {constants.ENDPOINT} cannot be reached: {type(error).__name__}"
+                + (f": {str(error).splitlines()[0]}" if str(error) else ""))
+    return None
+
+
 def names_local_rows(spec: str) -> bool:
     """Whether ``spec`` names rows on this machine (an existing path, or a data file's name)."""
     path = Path(spec).expanduser()

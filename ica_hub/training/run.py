@@ -15,7 +15,7 @@ from datasets import Dataset, load_dataset
 
 from ica_hub.config import LoraConfig, TrainRecipe
 from ica_hub.data.formats import detect_format
-from ica_hub.data.loading import names_local_rows, read_local
+from ica_hub.data.loading import hub_unreachable, names_local_rows, read_local
 from ica_hub.hub.repo_ids import may_be_hub_repo
 from ica_hub.models import load_model_and_tokenizer
 from ica_hub.training.batch_weights import check_weight_column, ensure_example_ids
@@ -40,6 +40,9 @@ def load_train_dataset(recipe: TrainRecipe) -> Dataset:
     elif not may_be_hub_repo(data.train):
         raise FileNotFoundError(f"data.train = {data.train!r}: no such folder or file (and not "
                                 "a Hub repo id, 'namespace/name'). " + _WRITE_IT_FIRST)
+    elif problem := hub_unreachable():
+        raise FileNotFoundError(f"data.train = {data.train!r}: no local folder or file of that "
+                                f"name, and {problem}. " + _WRITE_IT_FIRST)
     else:
         try:
             dataset = load_dataset(data.train, data.config_name, revision=data.revision,
