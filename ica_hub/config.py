@@ -445,7 +445,9 @@ def _check_extra(recipe: TrainRecipe) -> list[str]:
                 f"training.extra.{key}: set it as training.{key}, not under extra"
             )
         elif key not in known:
-            hint = _did_you_mean(key, "training.extra.", known).replace("known options here: ", "")
+            close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+            hint = (f"did you mean 'training.{close[0]}'?" if close and close[0] in typed
+                    else _did_you_mean(key, "training.extra.", known))
             if "did you mean" not in hint:
                 hint = f"it is not a field of {trl_config_class(recipe.method).__name__}"
             problems.append(f"training.extra.{key}: unknown option; {hint}")

@@ -95,6 +95,9 @@ def test_unknown_trl_option_under_extra_gets_a_suggestion(tmp_path):
     path = _write(tmp_path, "method: sft\ndata:\n  train: x.jsonl\n")
     with pytest.raises(RecipeError, match="did you mean 'training.extra.dataset_text_field'"):
         load_recipe(path, ["training.extra.dataset_text_feild=text"])
+    # A misspelt typed option points at its typed place, not at extra (which refuses it).
+    with pytest.raises(RecipeError, match="did you mean 'training.learning_rate'"):
+        load_recipe(path, ["training.extra.lerning_rate=1e-4"])
 
 
 def test_bad_override_syntax_is_named(tmp_path):
