@@ -114,6 +114,10 @@ def validate(recipe: ScoreRecipe) -> list[str]:
 
     if problem := domain_weight_problem(s.domain_weight):
         problems.append(f"scorer.domain_weight = {s.domain_weight!r}: {problem}")
+    elif s.name == "ica" and s.domain_weight != ScorerSettings.domain_weight:
+        problems.append(f"scorer.domain_weight = {s.domain_weight!r} is a setting of "
+                        "scorer.name = 'ica-fit'; the published ica score has no domain term. "
+                        "Remove it, or set scorer.name=ica-fit")
     if s.name == "ica-fit" and s.baseline != "none":
         problems.append("scorer.baseline = 'pool' is a setting of scorer.name = 'ica' (the "
                         "contrastive variant); ica-fit uses the holdout pass only")

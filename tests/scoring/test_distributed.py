@@ -188,6 +188,13 @@ def test_bad_recipe_lists_every_problem_with_the_fix(tmp_path, capsys):
         assert expected in message, expected
 
 
+def test_a_domain_weight_for_the_published_score_is_refused():
+    with pytest.raises(RecipeError, match="scorer.domain_weight = 0.0 is a setting of "
+                                          "scorer.name = 'ica-fit'"):
+        load_score_recipe(SCORE_RECIPE, ["scorer.name=ica", "scorer.domain_weight=0"])
+    assert load_score_recipe(SCORE_RECIPE, ["scorer.name=ica"]).scorer.name == "ica"
+
+
 def test_recipe_error_is_a_value_error():
     assert issubclass(RecipeError, ValueError)
 
