@@ -190,20 +190,13 @@ def training_folder(args, folder: Path) -> Path:
 
 
 def score_quality(scored) -> dict:
-    """Both AUROCs of ``score_quality`` per score, and the noise scenario of shared/METHOD.md
-    alone: clean over noisy among the rows whose question is of the target domain
-    (``row_domain``), so that the domain term does not count for or against it."""
-    from ica_hub.columns import ROW_DOMAIN
+    """The AUROCs of ``ica_hub.evaluation.evaluate_model.score_quality`` per score: clean over
+    noisy among target-domain rows (shared/METHOD.md's noise scenario) and over the whole pool,
+    and target over off-domain rows."""
     from ica_hub.evaluation.evaluate_model import score_quality as quality
 
     columns = {name: column for name, column in SCORES.items() if column in scored.column_names}
-    out = quality(scored, columns)
-    if ROW_DOMAIN in scored.column_names:
-        in_target = scored.filter(lambda row: row[ROW_DOMAIN] == "target",
-                                  desc="target-domain rows")
-        for name, values in quality(in_target, columns).items():
-            out[name]["clean_over_noisy_in_target"] = values["clean_over_noisy"]
-    return out
+    return quality(scored, columns)
 
 
 def _scores_of(name: str) -> str | None:

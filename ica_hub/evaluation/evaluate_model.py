@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 from datasets import Dataset
 
-from ica_hub.columns import ROW_KIND
+from ica_hub.columns import ROW_DOMAIN, ROW_KIND
 
 logger = logging.getLogger(__name__)
 
@@ -164,18 +164,24 @@ def check_score_columns(scored_dataset: Dataset, score_columns: dict[str, str],
 
 
 def score_quality(scored_dataset: Dataset, score_columns: dict[str, str],
-                  kind_column: str = ROW_KIND) -> dict[str, dict[str, Any]]:
-    """Per named score column, two AUROCs (metric ``score_auroc``; higher score = positive).
+                  kind_column: str = ROW_KIND,
+                  domain_column: str = ROW_DOMAIN) -> dict[str, dict[str, Any]]:
+    """Per named score column, the AUROCs of metric ``score_auroc`` (higher score = positive).
 
     ``clean_over_noisy``: clean rows (kinds in ``CLEAN_KINDS``) against every other kind
-    (swapped, truncated, corrupted...). ``target_over_off_domain``: among clean rows only,
-    target-domain rows against off-domain ones. ``score_columns`` maps a display name to a
-    column, e.g. ``{"ica": "ica_score", "loglik": "loglik_score"}``.
+    (swapped, truncated, corrupted...), over the whole pool. ``target_over_off_domain``: among
+    clean rows only, target-domain rows against off-domain ones. When the dataset has
+    ``domain_column`` (the domain of each row's question, noisy rows included), also
+    ``clean_over_noisy_in_target``: clean against noisy among rows whose question is of the
+    target domain, so that being off target counts neither for nor against a score.
+    ``score_columns`` maps a display name to a column, e.g. ``{"ica": "ica_score"}``.
     """
     check_score_columns(scored_dataset, score_columns, kind_column)
     kinds = np.array(scored_dataset[kind_column], dtype=object)
     clean = np.isin(kinds, CLEAN_KINDS)
     target = kinds == TARGET_KIND
+    in_target = (np.array(scored_dataset[domain_column], dtype=object) == TARGET_KIND
+                 if domain_column in scored_dataset.column_names else None)
     auroc = _metric("score_auroc")
     quality = {}
     for name, column in score_columns.items():
@@ -188,4 +194,8 @@ def score_quality(scored_dataset: Dataset, score_columns: dict[str, str],
                 predictions=scores[clean].tolist(),
                 references=target[clean].astype(int).tolist()),
         }
+        if in_target is not None:
+            quality[name]["clean_over_noisy_in_target"] = auroc.compute(
+                predictions=scores[in_target].tolist(),
+                references=clean[in_target].astype(int).tolist())
     return quality

@@ -17,8 +17,9 @@ The results file (``RESULTS_FORMAT``), strict JSON with NaN written as null:
 
 - ``models``: per model name, its ``path``, ``response_loss`` and ``preference_accuracy`` (the
   metric modules' outputs; null without that data);
-- ``score_quality``: per score name, ``clean_over_noisy`` and ``target_over_off_domain`` AUROCs
-  (null without ``scores.path``);
+- ``score_quality``: per score name, ``clean_over_noisy`` and ``target_over_off_domain`` AUROCs,
+  and ``clean_over_noisy_in_target`` when the scored rows have ``row_domain`` (null without
+  ``scores.path``);
 - ``judge``: ``judge_pairwise``'s result plus ``prompt_rows`` (the ``data.test`` row of each
   ``prompt_index``), or null without a judge;
 - ``provenance``: the recipe and its path, the time, the wall-clock seconds, the ica_hub
@@ -31,6 +32,7 @@ import dataclasses
 import datetime as dt
 import gc
 import logging
+import math
 import os
 import time
 from pathlib import Path
@@ -266,6 +268,11 @@ def _push(results: dict[str, Any], recipe: EvalRecipe) -> None:
     logger.info("Results pushed to %s: %s", p.repo_id, path)
 
 
+def _auroc_text(result: dict | None, width: int) -> str:
+    value = (result or {}).get("auroc")
+    return f"{'-':>{width}}" if value is None or not math.isfinite(value) else f"{value:{width}.3f}"
+
+
 def summary_lines(results: dict[str, Any]) -> list[str]:
     """A short text report of the results, for the terminal."""
     width = max([16, *(len(name) + 2 for name in (*results["models"],
@@ -277,10 +284,17 @@ def summary_lines(results: dict[str, Any]) -> list[str]:
                                      if loss else f"{'-':>10}{'-':>12}")
                      + (f"{accuracy['accuracy']:12.3f}" if accuracy else f"{'-':>12}"))
     if results["score_quality"]:
-        lines.append(f"{'score AUROC':{width}}{'clean>noisy':>14}{'target>off':>12}")
+        # clean>noisy among target-domain rows, when the rows say their domain; then over all
+        # rows (clean off-domain rows count as clean); then target>off-domain, clean rows only.
+        columns = [("clean>noisy, target rows", "clean_over_noisy_in_target"),
+                   ("clean>noisy, all rows", "clean_over_noisy"),
+                   ("target>off", "target_over_off_domain")]
+        columns = [(title, key) for title, key in columns
+                   if any(key in q for q in results["score_quality"].values())]
+        lines.append(f"{'score AUROC':{width}}" + "".join(f"{t:>{len(t) + 2}}" for t, _ in columns))
         for name, quality in results["score_quality"].items():
-            lines.append(f"{name:{width}}{quality['clean_over_noisy']['auroc']:14.3f}"
-                         f"{quality['target_over_off_domain']['auroc']:12.3f}")
+            lines.append(f"{name:{width}}" + "".join(
+                _auroc_text(quality.get(key), len(title) + 2) for title, key in columns))
     judge = results["judge"]
     if judge:
         lines.append(

@@ -342,8 +342,9 @@ class EvaluationTables:
 
 MODEL_TABLE_COLUMNS = ("results", "model", "test loss (nats/token)", "perplexity",
                        "test rows", "preference accuracy", "pairs")
-SCORE_TABLE_COLUMNS = ("results", "score", "column", "AUROC clean>noisy", "clean / noisy rows",
-                       "AUROC target>off-domain", "target / off-domain rows")
+SCORE_TABLE_COLUMNS = ("results", "score", "column", "AUROC clean>noisy, target rows",
+                       "AUROC clean>noisy", "clean / noisy rows", "AUROC target>off-domain",
+                       "target / off-domain rows")
 
 
 def results_tables(repo_id: str, tag: str, *, endpoint: str | None = None,
@@ -391,9 +392,11 @@ def _score_rows(entry: dict) -> list[dict]:
     for name, quality in (entry["results"].get("score_quality") or {}).items():
         clean, target = (quality.get("clean_over_noisy") or {},
                          quality.get("target_over_off_domain") or {})
+        in_target = quality.get("clean_over_noisy_in_target") or {}  # older results lack it
         rows.append(dict(zip(SCORE_TABLE_COLUMNS, (
-            entry["name"], name, quality.get("column"), clean.get("auroc"), _counts(clean),
-            target.get("auroc"), _counts(target)), strict=True)))
+            entry["name"], name, quality.get("column"), in_target.get("auroc"),
+            clean.get("auroc"), _counts(clean), target.get("auroc"), _counts(target)),
+            strict=True)))
     return rows
 
 

@@ -76,6 +76,21 @@ def test_score_quality_gives_known_aurocs():
     assert quality["p"]["target_over_off_domain"]["auroc"] == pytest.approx(2 / 4)
     assert quality["p"]["target_over_off_domain"]["num_positive"] == 2
     assert quality["p"]["column"] == "partial"
+    assert "clean_over_noisy_in_target" not in quality["p"]  # no row_domain column
+
+
+def test_the_noise_scenario_counts_only_rows_whose_question_is_on_target():
+    # A score that ranks the clean off-domain row last: it loses on the whole pool, not here.
+    kinds = ["target", "target", "off_domain", "swapped", "truncated", "corrupted"]
+    domains = ["target", "target", "off_domain", "target", "off_domain", "target"]
+    score = [6.0, 5.0, 0.0, 3.0, 4.0, 2.0]
+    scored = Dataset.from_dict({"row_kind": kinds, "row_domain": domains, "s": score})
+    quality = score_quality(scored, {"s": "s"})["s"]
+    # target-domain rows: clean (6, 5) over noisy (3, 2): every pair won
+    assert quality["clean_over_noisy_in_target"]["auroc"] == 1.0
+    assert quality["clean_over_noisy_in_target"]["num_negative"] == 2
+    # whole pool: clean (6, 5, 0) over noisy (3, 4, 2): 3 + 3 + 0 of 9
+    assert quality["clean_over_noisy"]["auroc"] == pytest.approx(6 / 9)
 
 
 def test_score_quality_names_missing_columns():
