@@ -67,20 +67,39 @@ def drop_rows_without_response(dataset):
 
 def check_weight_column(dataset, weights: WeightsConfig) -> None:
     """Raise if the weight/score column is absent or holds values the trainer cannot use."""
-    column = weights.column
-    if column not in dataset.column_names:
-        other = weights.weight_column if weights.source == "score" else weights.score_column
-        raise ValueError(
-            f"The training dataset has no {column!r} column (weights.source={weights.source!r}). "
-            f"Produce scores with `{SCORE_COMMAND}`, or point weights.source at a column that "
-            f"exists (e.g. weights.source={'weight' if weights.source == 'score' else 'score'} "
-            f"for {other!r}). Columns present: {', '.join(dataset.column_names)}."
-        )
-    values = as_float_array(dataset[column])
+    values = weight_column_values(dataset, weights)
     if weights.source == "weight":
-        _check_weights(values, column)
+        _check_weights(values, weights.column)
     else:
-        _check_scores(values, column, weights.missing)
+        _check_scores(values, weights.column, weights.missing)
+
+
+def weight_column_values(dataset, weights: WeightsConfig) -> np.ndarray:
+    """The weight/score column as float64 (null as NaN); raise, naming the column and the fix,
+    if it is absent or holds something other than numbers and nulls."""
+    column = weights.column
+    option = "weights.score_column" if weights.source == "score" else "weights.weight_column"
+    if column not in dataset.column_names:
+        raise ValueError(
+            f"The training dataset has no {column!r} column ({option}). Produce scores with "
+            f"`{SCORE_COMMAND}`, or name the column that holds them ({option}=<column>), or "
+            + ("train on example weights instead (weights.source=weight, "
+               "weights.weight_column=<column>)" if weights.source == "score" else
+               "turn a score column into weights (weights.source=score, "
+               "weights.score_column=<column>)")
+            + f". Columns present: {', '.join(dataset.column_names)}."
+        )
+    try:
+        return as_float_array(dataset[column])
+    except (TypeError, ValueError):
+        values = dataset[column]
+        bad = [i for i, v in enumerate(values) if v is not None and not isinstance(v, (int, float))]
+        mask = np.zeros(len(values), dtype=bool)
+        mask[bad] = True
+        raise ValueError(
+            f"{column!r} ({option}) must hold numbers or nulls; rows {_rows(mask)} "
+            f"hold {values[bad[0]]!r}{' and others' if len(bad) > 1 else ''}. Fix those "
+            "rows, or name another column") from None
 
 
 def as_float_array(values: Sequence[float | None]) -> np.ndarray:

@@ -18,7 +18,7 @@ from ica_hub.data.formats import detect_format
 from ica_hub.data.loading import hub_unreachable, names_local_rows, read_local
 from ica_hub.hub.repo_ids import may_be_hub_repo
 from ica_hub.models import load_model_and_tokenizer
-from ica_hub.training.batch_weights import check_weight_column, ensure_example_ids
+from ica_hub.training.batch_weights import ensure_example_ids, weight_column_values
 from ica_hub.training.rescoring import RescoreCallback
 from ica_hub.training.trainers import TRAINERS, trl_config_class
 
@@ -68,8 +68,9 @@ def check_train_data(dataset: Dataset, recipe: TrainRecipe) -> None:
             f"{dataset.column_names}): use the " + (
                 "dpo or simpo recipe (method=dpo)" if fmt.is_preference else "sft recipe "
                 "(method=sft)") + " for these rows, or point data.train at the other kind")
-    if recipe.weights.column not in dataset.column_names:  # its values: the trainer checks
-        check_weight_column(dataset, recipe.weights)  # raises, naming the fix
+    # The column and its type now; its values (NaN, negative...) once the trainer has dropped
+    # the rows it cannot train on.
+    weight_column_values(dataset, recipe.weights)
 
 
 def build_trl_args(recipe: TrainRecipe):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 
@@ -201,12 +202,20 @@ def test_a_missing_training_folder_is_named_before_any_model_loads(capsys, monke
 @pytest.mark.parametrize(("recipe", "data", "expected"), [
     ("recipes/dpo.yaml", SFT_DATA, "method = 'dpo' trains on preference pairs"),
     ("recipes/sft.yaml", PREFERENCE_DATA, "method = 'sft' trains on SFT rows"),
-    ("recipes/sft.yaml", SFT_DATA, "no 'fit_score' column"),  # unscored rows, weights asked
+    ("recipes/sft.yaml", SFT_DATA, "no 'fit_score' column (weights.score_column)"),
+    ("recipes/sft.yaml", "TEXT_SCORES",
+     "'fit_score' (weights.score_column) must hold numbers or nulls; rows [0, 1] hold 'high'"),
 ])
 def test_rows_that_do_not_suit_the_method_or_weights_fail_before_any_model_loads(
-        recipe, data, expected, capsys, monkeypatch):
+        recipe, data, expected, capsys, monkeypatch, tmp_path):
     from ica_hub.cli import main
     from ica_hub.training import run
+
+    if data == "TEXT_SCORES":  # a score column someone filled with words
+        rows = load_rows(SFT_DATA, 3).to_list()
+        data = tmp_path / "text_scores.jsonl"
+        data.write_text("".join(json.dumps(dict(row, fit_score=score)) + "\n"
+                                for row, score in zip(rows, ["high", "low", None])))
 
     monkeypatch.setattr(run, "load_model_and_tokenizer",
                         lambda *a, **k: pytest.fail("the model loaded before the data check"))
