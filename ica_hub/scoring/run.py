@@ -19,6 +19,7 @@ import torch
 import xxhash
 from datasets import Dataset, IterableDataset, load_dataset, load_from_disk
 
+from ica_hub.data.formats import UnknownFormatError
 from ica_hub.data.loading import hub_unreachable, names_local_rows, read_local
 from ica_hub.hub.cli import PROVENANCE_FILENAME  # read by `ica-hub push DIR REPO`
 from ica_hub.hub.repo_ids import may_be_hub_repo
@@ -145,7 +146,14 @@ def run_scoring(recipe: ScoreRecipe) -> ScoreRun | None:
             range(min(d.max_rows, len(pool))))
     scorer = build_scorer(recipe, device=None if state.device.type == "cpu" else str(state.device))
     if pool.column_names:  # a stream may not know its columns before the first row
-        scorer.check_columns(list(pool.column_names))
+        try:
+            scorer.check_columns(list(pool.column_names))
+        except UnknownFormatError:
+            raise
+        except ValueError as error:  # the formats disagree: say which recipe options
+            raise ValueError(f"data.pool ({d.pool!r}) and data.holdout ({d.holdout!r}) must "
+                             f"be rows of the same kind, SFT rows or preference pairs: "
+                             f"{error}") from None
     num_rows = count_rows(pool) if not d.streaming or state.is_main_process else None
     if state.num_processes > 1 and d.streaming:
         from accelerate.utils import broadcast_object_list

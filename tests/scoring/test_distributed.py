@@ -332,9 +332,15 @@ def test_holdout_in_another_format_than_the_pool_fails_before_the_model_loads(
     holdout = write_jsonl(tmp_path / "pairs.jsonl", pairs)
     pool = write_jsonl(tmp_path / "pool.jsonl", pool_rows(4))
     _no_model_loads(monkeypatch)
-    with pytest.raises(ValueError, match="give a holdout in the pool's format"):
+    with pytest.raises(ValueError, match=r"data.pool .* and data.holdout .* must be rows of the "
+                                         r"same kind.*give a holdout in the pool's format"):
         run_scoring(load_score_recipe(SCORE_RECIPE, recipe_overrides(
             tiny_model_dir, pool, holdout, tmp_path / "out")))
+    # The other way round: a pool of pairs against an SFT holdout.
+    with pytest.raises(ValueError, match=r"data.pool .*pairs.jsonl.* and data.holdout .* must be "
+                                         r"rows of the same kind"):
+        run_scoring(load_score_recipe(SCORE_RECIPE, recipe_overrides(
+            tiny_model_dir, holdout, pool, tmp_path / "out")))
 
 
 @pytest.mark.parametrize("rows, message", [([], "no rows could be read"),
