@@ -32,6 +32,11 @@ def hub_unreachable() -> str | None:
     return None
 
 
+def _from_here(path: Path) -> str:
+    """Where a relative path was looked for: the usual cause of a path that "is not there"."""
+    return "" if path.is_absolute() else f" (looked for from {Path.cwd()}; check the path)"
+
+
 def names_local_rows(spec: str) -> bool:
     """Whether ``spec`` names rows on this machine (an existing path, or a data file's name)."""
     path = Path(spec).expanduser()
@@ -65,9 +70,9 @@ def read_local(spec: str, split: str, option: str, split_option: str = "split", 
         if path.exists():
             raise ValueError(f"{where}: {path.suffix or 'a file without an extension'} is not "
                              f"read here; give {ACCEPTED_TEXT}")
-        raise FileNotFoundError(f"{where}: no such folder or file")
+        raise FileNotFoundError(f"{where}: no such folder or file{_from_here(path)}")
     if not path.exists():
-        raise FileNotFoundError(f"{where}: no such file")
+        raise FileNotFoundError(f"{where}: no such file{_from_here(path)}")
     from datasets.exceptions import DatasetGenerationError
 
     try:
