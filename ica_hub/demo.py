@@ -372,7 +372,7 @@ def run(args: argparse.Namespace) -> int:
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("demo", help="run the whole product end to end on real data",
-                                   description=__doc__,
+                                   description=__doc__.replace("``", ""),  # plain text
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("recipe", nargs="?", default=None,
                         help="a demo recipe (YAML), e.g. recipes/demo.yaml; default: built-in "
