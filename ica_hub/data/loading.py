@@ -1,4 +1,4 @@
-"""Reading rows from what a recipe names locally: a ``save_to_disk`` folder or a data file.
+"""Reading the rows a recipe names: a ``save_to_disk`` folder, a data file or a Hub repo.
 
 Shared by scoring, training and evaluation, so that a wrong path, a malformed file or a missing
 split gets the same one-line message (naming the recipe option and the fix) everywhere.
@@ -15,21 +15,32 @@ ACCEPTED_TEXT = ("a .json, .jsonl or .parquet file, or a folder written by "
                  "Dataset.save_to_disk / DatasetDict.save_to_disk")
 
 
-def hub_unreachable() -> str | None:
-    """Why the Hub endpoint (``HF_ENDPOINT``) cannot be reached now, or None.
-
-    One quick request, so that a name that is neither a local path nor a reachable repo fails
-    at once instead of after the Hub client's retries. Any HTTP answer counts as reachable.
-    """
-    import httpx
+def read_rows(spec: str, split: str, option: str, split_option: str = "split", *,
+              config_name: str | None = None, revision: str | None = None,
+              streaming: bool = False) -> Dataset | IterableDataset:
+    """The rows ``spec`` names: a local folder or file (:func:`read_local`), else a Hub dataset
+    repo. A name of neither kind, or a repo the Hub does not serve, raises ``FileNotFoundError``
+    naming ``option``; an unreachable Hub is found with one request, not the client's retries."""
     from huggingface_hub import constants
 
+    from ica_hub.hub.repo_ids import may_be_hub_repo
+    from ica_hub.net import unreachable
+
+    if names_local_rows(spec) or not may_be_hub_repo(spec):
+        return read_local(spec, split, option, split_option, streaming=streaming)
+    missing = f"{option} = {spec!r}: no local folder or file of that name, and "
+    fix = ("Give a local path that exists, or a Hub dataset repo id that the endpoint "
+           "(HF_ENDPOINT) serves")
+    if problem := unreachable(constants.ENDPOINT):
+        raise FileNotFoundError(f"{missing}the Hub at {constants.ENDPOINT} cannot be reached "
+                                f"({problem}). {fix}")
     try:
-        httpx.head(constants.ENDPOINT, timeout=5.0)
-    except httpx.HTTPError as error:
-        return (f"the Hub at {constants.ENDPOINT} cannot be reached: {type(error).__name__}"
-                + (f": {str(error).splitlines()[0]}" if str(error) else ""))
-    return None
+        return load_dataset(spec, config_name, revision=revision, split=split,
+                            streaming=streaming)
+    except (FileNotFoundError, ConnectionError, OSError) as error:
+        cause = str(error).splitlines()[0] if str(error) else ""
+        raise FileNotFoundError(f"{missing}the Hub did not serve it ({type(error).__name__}: "
+                                f"{cause}). {fix}") from error
 
 
 def _from_here(path: Path) -> str:

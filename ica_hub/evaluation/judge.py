@@ -114,18 +114,6 @@ class EndpointJudge:
         return output.choices[0].message.content or ""
 
 
-def endpoint_problem(endpoint: str, timeout_s: float) -> str | None:
-    """Why ``endpoint`` cannot be reached now (a transport error), or None: any HTTP answer,
-    even an error status, counts as reachable. A cheap look before the long part of a run."""
-    import httpx
-
-    try:
-        httpx.get(endpoint.rstrip("/") + "/models", timeout=timeout_s)
-    except httpx.HTTPError as error:
-        return f"{type(error).__name__}: {_first_line(str(error)) or 'no answer'}"
-    return None
-
-
 class LocalJudge:
     """A local chat model (path, Hub id or the embedded name) in a text-generation pipeline."""
 

@@ -87,9 +87,9 @@ def run_eval(recipe: EvalRecipe, recipe_path: str | None = None) -> dict[str, An
         check_score_columns(scored, s.columns, s.kind_column)
     prompt_rows, prompts = _judge_prompts(test, j.num_prompts) if j.enabled else ([], [])
     if j.enabled and j.endpoint:
-        from ica_hub.evaluation.judge import endpoint_problem
+        from ica_hub.net import unreachable
 
-        if problem := endpoint_problem(j.endpoint, j.timeout_s):
+        if problem := unreachable(j.endpoint.rstrip("/") + "/models", j.timeout_s):
             logger.warning("Judge endpoint %s is unreachable now (%s): the other metrics go "
                            "on; it is asked again after the models' answers, and judgments it "
                            "cannot give are recorded as missing, with the reason", j.endpoint,

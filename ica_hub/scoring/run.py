@@ -17,12 +17,11 @@ from pathlib import Path
 
 import torch
 import xxhash
-from datasets import Dataset, IterableDataset, load_dataset, load_from_disk
+from datasets import Dataset, IterableDataset, load_from_disk
 
 from ica_hub.data.formats import UnknownFormatError
-from ica_hub.data.loading import hub_unreachable, names_local_rows, read_local
+from ica_hub.data.loading import read_rows
 from ica_hub.hub.cli import PROVENANCE_FILENAME  # read by `ica-hub push DIR REPO`
-from ica_hub.hub.repo_ids import may_be_hub_repo
 from ica_hub.scoring.distributed import ScoreRun, count_rows, score_dataset
 from ica_hub.scoring.recipe import DEMO, ScoreRecipe
 
@@ -38,19 +37,7 @@ def load_rows(spec: str, split: str, *, demo_split: str, revision: str | None = 
     if spec == DEMO:
         dataset = _demo_data()[demo_split]
         return dataset.to_iterable_dataset() if streaming else dataset
-    if names_local_rows(spec) or not may_be_hub_repo(spec):
-        return read_local(spec, split, option, split_option, streaming=streaming)
-    missing = (f"{option} = {spec!r}: no local folder or file of that name, and ")
-    fix = ("Give a local path that exists, or a Hub dataset repo id that the endpoint "
-           "(HF_ENDPOINT) serves")
-    if problem := hub_unreachable():
-        raise FileNotFoundError(f"{missing}{problem}. {fix}")
-    try:
-        return load_dataset(spec, revision=revision, split=split, streaming=streaming)
-    except (FileNotFoundError, ConnectionError, OSError) as error:
-        cause = str(error).splitlines()[0] if str(error) else ""
-        raise FileNotFoundError(f"{missing}the Hub did not serve it ({type(error).__name__}: "
-                                f"{cause}). {fix}") from error
+    return read_rows(spec, split, option, split_option, revision=revision, streaming=streaming)
 
 
 @functools.cache

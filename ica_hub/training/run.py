@@ -11,12 +11,11 @@ import logging
 from pathlib import Path
 
 import torch
-from datasets import Dataset, load_dataset
+from datasets import Dataset
 
 from ica_hub.config import LoraConfig, TrainRecipe
 from ica_hub.data.formats import detect_format
-from ica_hub.data.loading import hub_unreachable, names_local_rows, read_local
-from ica_hub.hub.repo_ids import may_be_hub_repo
+from ica_hub.data.loading import read_rows
 from ica_hub.models import load_model_and_tokenizer
 from ica_hub.training.batch_weights import ensure_example_ids, weight_column_values
 from ica_hub.training.rescoring import RescoreCallback
@@ -32,25 +31,11 @@ _WRITE_IT_FIRST = ("Write the scored rows first (`ica-hub score recipes/score.ya
 def load_train_dataset(recipe: TrainRecipe) -> Dataset:
     """The recipe's training rows: a local folder or file, or a Hub repo at a revision."""
     data = recipe.data
-    if names_local_rows(data.train):
-        try:
-            dataset = read_local(data.train, data.split, "data.train", "data.split")
-        except FileNotFoundError as error:
-            raise FileNotFoundError(f"{error}. {_WRITE_IT_FIRST}") from None
-    elif not may_be_hub_repo(data.train):
-        raise FileNotFoundError(f"data.train = {data.train!r}: no such folder or file (and not "
-                                "a Hub repo id, 'namespace/name'). " + _WRITE_IT_FIRST)
-    elif problem := hub_unreachable():
-        raise FileNotFoundError(f"data.train = {data.train!r}: no local folder or file of that "
-                                f"name, and {problem}. " + _WRITE_IT_FIRST)
-    else:
-        try:
-            dataset = load_dataset(data.train, data.config_name, revision=data.revision,
-                                   split=data.split)
-        except (FileNotFoundError, ConnectionError, OSError) as error:
-            raise FileNotFoundError(
-                f"data.train = {data.train!r}: no local folder or file of that name, and the Hub "
-                f"did not serve it ({type(error).__name__}). " + _WRITE_IT_FIRST) from error
+    try:
+        dataset = read_rows(data.train, data.split, "data.train", "data.split",
+                            config_name=data.config_name, revision=data.revision)
+    except FileNotFoundError as error:
+        raise FileNotFoundError(f"{error}. {_WRITE_IT_FIRST}") from None
     if data.max_rows is not None:
         dataset = dataset.select(range(min(data.max_rows, len(dataset))))
     return ensure_example_ids(dataset)
